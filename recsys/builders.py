@@ -1,0 +1,126 @@
+"""The one place where configs become objects: data, model, sharding, optimizers, trainer.
+
+Library modules take plain typed arguments; only this module (and the CLI that calls it) reads
+the structured config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torchrec.distributed.planner import Topology
+
+from recsys.config import DistConfig, ModelConfig, OptimConfig, TrainConfig, TrainerConfig
+from recsys.data.features import DatasetManifest
+from recsys.data.loader import ParquetBatchLoader
+from recsys.data.registry import prepare_dataset
+from recsys.distributed.env import DistEnv
+from recsys.distributed.sharding import (
+    init_embedding_tables,
+    plan_sharding,
+    planner_constraints,
+    shard_model,
+)
+from recsys.models.dlrm import DLRM, table_configs
+from recsys.training.checkpoint import CheckpointManager, resolve_resume
+from recsys.training.optim import (
+    LRSchedule,
+    attach_embedding_optimizer,
+    combined_optimizer,
+    dense_optimizer,
+)
+from recsys.training.reporting import Reporter
+from recsys.training.trainer import LoopSettings, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: ModelConfig, manifest: DatasetManifest) -> DLRM:
+    if cfg.name != "dlrm":
+        raise ValueError(f"model.name={cfg.name!r} is not available (available: dlrm)")
+    tables = table_configs(manifest.sparse_names, manifest.table_sizes, cfg.embedding_dim)
+    return DLRM(
+        num_dense=len(manifest.dense_features),
+        tables=tables,
+        bottom_mlp=list(cfg.bottom_mlp),
+        top_mlp=list(cfg.top_mlp),
+        interaction=cfg.interaction,
+        interaction_self=cfg.interaction_self,
+    )
+
+
+def build_sharded_model(
+    model: DLRM, optim: OptimConfig, dist_cfg: DistConfig, env: DistEnv, seed: int
+):
+    """Attach the fused embedding optimizer, plan, shard (DMP) and initialise the tables."""
+    ebc = model.embedding_bag_collection
+    tables = list(ebc.embedding_bag_configs())
+    e = optim.embedding
+    attach_embedding_optimizer(ebc.parameters(), e.name, e.lr, e.eps)
+    constraints = planner_constraints(
+        tables, list(dist_cfg.sharding_types), dist_cfg.compute_kernel, dict(dist_cfg.pin_sharding)
+    )
+    topology = Topology(world_size=env.world_size, compute_device=env.device.type)
+    import torch.distributed as dist
+
+    plan = plan_sharding(model, tables, topology, constraints, dist.GroupMember.WORLD)
+    dmp = shard_model(model, plan, env.device)
+    init_embedding_tables(dmp, tables, seed)
+    return dmp, plan
+
+
+def build_loaders(
+    directory: Path, manifest: DatasetManifest, t: TrainerConfig, hash_ids: bool, env: DistEnv
+):
+    common = {"rank": env.rank, "world_size": env.world_size, "hash_ids": hash_ids,
+              "prefetch": t.prefetch_batches}  # fmt: skip
+    train = ParquetBatchLoader(
+        directory, manifest, "train", t.batch_size, shuffle=t.shuffle, drop_last=True,
+        seed=t.seed, **common,
+    )  # fmt: skip
+
+    def eval_loader(split: str, max_rows: int | None):
+        return lambda: ParquetBatchLoader(
+            directory, manifest, split, t.eval_batch_size, max_rows=max_rows, **common
+        )
+
+    evals = {"valid": eval_loader("valid", t.eval_rows), "test": eval_loader("test", None)}
+    evals["valid_full"] = eval_loader("valid", None)
+    return train, evals
+
+
+def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: str) -> Trainer:
+    t = cfg.trainer
+    if t.num_threads > 0:
+        torch.set_num_threads(t.num_threads)
+    torch.manual_seed(t.seed)
+    directory, manifest = prepare_dataset(cfg.data, is_writer=env.is_main, barrier=env.barrier)
+    train_loader, eval_loaders = build_loaders(directory, manifest, t, cfg.model.hash_ids, env)
+    model = build_model(cfg.model, manifest)
+    dmp, plan = build_sharded_model(model, cfg.optim, cfg.dist, env, t.seed)
+    if env.is_main:
+        log.info("data set %s (%s): %s", manifest.name, directory,
+                 {k: v.rows for k, v in manifest.splits.items()})  # fmt: skip
+        log.debug("sharding plan:\n%s", plan)
+        (run_dir / "sharding_plan.txt").write_text(str(plan))
+    d = cfg.optim.dense
+    dense = dense_optimizer(dmp, d.name, d.lr, d.weight_decay, d.momentum, d.eps)
+    optimizer = combined_optimizer(dmp.fused_optimizer, dense)
+    total = t.max_steps if t.max_steps is not None else t.epochs * len(train_loader)
+    o = cfg.optim
+    schedule = LRSchedule(total, o.warmup_steps, o.warmup_start_factor, o.decay,
+                          o.decay_start_step, o.final_lr_factor)  # fmt: skip
+    settings = LoopSettings(total, t.eval_every, t.log_every, t.checkpoint_every, t.precision)
+    reporter = Reporter(run_dir, env.is_main, t.tensorboard, config_yaml)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", env, t.keep_checkpoints)
+    trainer = Trainer(
+        dmp, optimizer, [(dmp.fused_optimizer, cfg.optim.embedding.lr), (dense, d.lr)], schedule,
+        train_loader, eval_loaders, checkpoints, reporter, env, settings,
+    )  # fmt: skip
+    resume_from = resolve_resume(t.resume, checkpoints)
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
+        trainer.restore(resume_from)
+    return trainer

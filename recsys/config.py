@@ -1,0 +1,166 @@
+"""Structured configs: the typed schema behind every YAML file in `conf/`.
+
+Each dataclass is registered in Hydra's ConfigStore as the base of its group (`data/base`,
+`model/base`, ...). YAML files extend them through `defaults:`, so an unknown key or a value of
+the wrong type fails at start-up with Hydra's error naming it. Only `recsys.cli` reads these;
+library code takes plain typed arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hydra.core.config_store import ConfigStore
+
+# Criteo Kaggle (Display Advertising Challenge) cardinalities of C1..C26, from its preprocessed
+# counts (the same figures the DLRM reference and torchrec's recipe print).
+CRITEO_KAGGLE_CARDINALITIES: list[int] = [
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
+    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+]  # fmt: skip
+
+
+@dataclass
+class SyntheticConfig:
+    """Planted CTR model and the shape of the generated data (see recsys/data/synthetic.py)."""
+
+    rows_train: int = 2_000_000
+    rows_valid: int = 100_000
+    rows_test: int = 200_000
+    num_dense: int = 13
+    cardinalities: list[int] = field(default_factory=lambda: list(CRITEO_KAGGLE_CARDINALITIES))
+    cardinality_scale: float = 0.001
+    min_cardinality: int = 16
+    zipf_alpha: float = 1.1
+    dense_missing_rate: float = 0.15
+    latent_dim: int = 4
+    num_pairs: int = 24
+    bias_std: float = 0.15
+    pair_scale: float = 0.1
+    dense_weight_std: float = 0.2
+    target_ctr: float = 0.25
+    seed: int = 2024
+    chunk_rows: int = 262_144
+    rows_per_file: int = 1_048_576
+
+
+@dataclass
+class PreprocessConfig:
+    """Raw Criteo TSV -> recsys Parquet (recsys-preprocess; see recsys/preprocess/)."""
+
+    layout: str = "kaggle"  # kaggle: one train.txt cut into 7 days | 1tb: day_0..day_23 files
+    categorical: str = "vocab"  # vocab: contiguous ids for frequent values | hash: mod max_ind_range
+    frequency_threshold: int = 3  # vocab mode: values seen fewer times share the OOV id
+    max_ind_range: int = 40_000_000  # hash mode: table size per feature
+    negative_sample_rate: float = 1.0  # keep this fraction of negatives in train
+    max_bad_fraction: float = 0.001  # abort when more rows than this are rejected
+    workers: int = 0  # 0 = all cores
+    rows_per_file: int = 1_048_576
+    labelled: bool = True  # False: the 39-field test.txt layout
+
+
+@dataclass
+class DataConfig:
+    """Which data set to train on and where data sets live."""
+
+    name: str = "synthetic"
+    kind: str = "synthetic"  # synthetic: generated on first use; parquet: preprocessed on disk
+    root: str | None = None  # default: the repository's data/ folder
+    path: str | None = None  # default: <root>/<name> (synthetic: <root>/synthetic/<config hash>)
+    raw: str | None = None  # raw input for recsys-preprocess (file, glob or directory)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+@dataclass
+class ModelConfig:
+    """DLRM: bottom MLP on dense features, embedding bags, interaction, top MLP."""
+
+    name: str = "dlrm"
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = field(default_factory=lambda: [64, 32])  # + embedding_dim output
+    top_mlp: list[int] = field(default_factory=lambda: [128, 64])  # + 1 logit output
+    interaction: str = "dot"  # dot | concat
+    interaction_self: bool = False  # dot: include each feature's dot with itself
+    hash_ids: bool = False  # ids >= table size are hashed (mod) instead of rejected
+
+
+@dataclass
+class DenseOptimConfig:
+    name: str = "adam"  # adam | adagrad | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd only
+    eps: float = 1e-8
+
+
+@dataclass
+class EmbeddingOptimConfig:
+    name: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd (fused into backward)
+    lr: float = 0.05
+    eps: float = 1e-8
+
+
+@dataclass
+class OptimConfig:
+    dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+    embedding: EmbeddingOptimConfig = field(default_factory=EmbeddingOptimConfig)
+    warmup_steps: int = 100
+    warmup_start_factor: float = 0.01
+    decay: str = "cosine"  # none | linear | cosine
+    decay_start_step: int = 0
+    final_lr_factor: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    batch_size: int = 2048  # per rank; the global batch is batch_size x world size
+    eval_batch_size: int = 16384
+    epochs: int = 1
+    max_steps: int | None = None  # overrides epochs when set
+    eval_every: int = 0  # steps between validations; 0 = at the end only
+    eval_rows: int | None = None  # cap on validation rows during training (None = all)
+    log_every: int = 50
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto | none | <checkpoint or run directory>
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the dense layers)
+    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    prefetch_batches: int = 4
+    shuffle: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class DistConfig:
+    """Process group, device and sharding choices (multi-host topology lives here too)."""
+
+    name: str = "cpu"
+    backend: str = "gloo"  # gloo | nccl
+    device: str = "cpu"  # cpu | cuda
+    sharding_types: list[str] = field(
+        default_factory=lambda: ["table_wise", "column_wise", "row_wise", "table_row_wise"]
+    )
+    compute_kernel: str = "fused"
+    pin_sharding: dict[str, str] = field(default_factory=dict)  # table -> sharding type
+    timeout_s: int = 300
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="data", name="base", node=DataConfig)
+    cs.store(group="model", name="base", node=ModelConfig)
+    cs.store(group="optim", name="base", node=OptimConfig)
+    cs.store(group="trainer", name="base", node=TrainerConfig)
+    cs.store(group="dist", name="base", node=DistConfig)

@@ -1,0 +1,1 @@
+"""Data: the feature contract, the Parquet format, the synthetic generator and the loader."""

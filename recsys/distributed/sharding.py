@@ -1,0 +1,94 @@
+"""Shard a model's embedding tables with torchrec: planner constraints, DMP, deterministic init.
+
+Tables are model-parallel by default (table-wise, column-wise, row-wise or table-row-wise, as
+the planner decides under the memory caps) with the FUSED compute kernel, so their optimizer
+runs inside the backward pass (fbgemm table-batched kernels). `pin_sharding` fixes a table's
+sharding type. Dense layers are replicated and data-parallel (DDP inside DMP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.types import ShardingEnv, ShardingPlan
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+
+INIT_CHUNK_ROWS = 65_536
+
+
+def planner_constraints(
+    tables: list[EmbeddingBagConfig],
+    sharding_types: list[str],
+    compute_kernel: str,
+    pins: dict[str, str],
+) -> dict[str, ParameterConstraints]:
+    names = {t.name for t in tables}
+    unknown = sorted(set(pins) - names)
+    if unknown:
+        raise ValueError(f"dist.pin_sharding names unknown tables {unknown} (tables: {sorted(names)})")
+    return {
+        t.name: ParameterConstraints(
+            sharding_types=[pins[t.name]] if t.name in pins else list(sharding_types),
+            compute_kernels=[compute_kernel],
+        )
+        for t in tables
+    }
+
+
+def plan_sharding(
+    model: nn.Module,
+    tables: list[EmbeddingBagConfig],
+    topology: Topology,
+    constraints: dict[str, ParameterConstraints],
+    pg: dist.ProcessGroup,
+) -> ShardingPlan:
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    return planner.collective_plan(model, [EmbeddingBagCollectionSharder()], pg)
+
+
+def shard_model(model: nn.Module, plan: ShardingPlan, device: torch.device) -> DistributedModelParallel:
+    pg = dist.GroupMember.WORLD
+    return DistributedModelParallel(
+        model,
+        env=ShardingEnv.from_process_group(pg),
+        device=device,
+        plan=plan,
+        sharders=[EmbeddingBagCollectionSharder()],
+    )
+
+
+@torch.no_grad()
+def init_embedding_tables(model: nn.Module, tables: list[EmbeddingBagConfig], seed: int) -> None:
+    """Fill every local shard with U(-1/sqrt(n), 1/sqrt(n)) drawn per (table, row chunk).
+
+    Values depend only on (seed, table, row), never on how the table is sharded, so runs at any
+    world size start from the same weights.
+    """
+    by_name = {t.name: t for t in tables}
+    for key, value in model.state_dict().items():
+        table = key.rsplit(".", 2)[-2] if key.endswith(".weight") else None
+        if table not in by_name or not hasattr(value, "local_shards"):
+            continue
+        cfg = by_name[table]
+        bound = cfg.num_embeddings**-0.5
+        for shard in value.local_shards():
+            r0, c0 = shard.metadata.shard_offsets
+            rows, cols = shard.metadata.shard_sizes
+            for start in range(r0 - r0 % INIT_CHUNK_ROWS, r0 + rows, INIT_CHUNK_ROWS):
+                chunk = _chunk_values(seed, table, start, cfg, bound)
+                lo, hi = max(start, r0), min(start + chunk.shape[0], r0 + rows)
+                shard.tensor[lo - r0 : hi - r0].copy_(chunk[lo - start : hi - start, c0 : c0 + cols])
+
+
+def _chunk_values(seed: int, table: str, start: int, cfg: EmbeddingBagConfig, bound: float) -> torch.Tensor:
+    digest = hashlib.blake2b(f"{seed}/{table}/{start}".encode(), digest_size=8).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+    n = min(INIT_CHUNK_ROWS, cfg.num_embeddings - start)
+    return torch.empty(n, cfg.embedding_dim).uniform_(-bound, bound, generator=gen)

@@ -1,0 +1,1 @@
+"""Models: DLRM (embedding bags + MLPs)."""

@@ -1,0 +1,1 @@
+"""Training: optimizers, LR schedule, metrics, checkpoints, reporting and the loop."""

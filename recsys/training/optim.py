@@ -1,0 +1,93 @@
+"""Optimizers: fused (in-backward) ones for embedding tables, torch ones for dense layers.
+
+Embedding optimizers are attached with torchrec's `apply_optimizer_in_backward` before
+sharding; DMP turns them into fbgemm's fused table-batched updates, so no dense gradient of a
+table is ever materialised. The learning-rate schedule is a pure function of the step, so a
+checkpoint needs only the step to restore it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+
+def attach_embedding_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, eps: float) -> None:
+    """Fuse the embedding optimizer into the backward pass (call before sharding)."""
+    if name == "rowwise_adagrad":
+        apply_optimizer_in_backward(RowWiseAdagrad, params, {"lr": lr, "eps": eps})
+    elif name == "adagrad":
+        apply_optimizer_in_backward(torch.optim.Adagrad, params, {"lr": lr, "eps": eps})
+    elif name == "sgd":
+        apply_optimizer_in_backward(torch.optim.SGD, params, {"lr": lr})
+    else:
+        raise ValueError(
+            f"optim.embedding.name must be rowwise_adagrad, adagrad or sgd, got {name!r}"
+        )
+
+
+def dense_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float, eps: float
+) -> KeyedOptimizer:
+    """A keyed torch optimizer over every parameter without an in-backward optimizer."""
+    params = dict(in_backward_optimizer_filter(model.named_parameters()))
+    factories = {
+        "adam": lambda p: torch.optim.Adam(p, lr=lr, eps=eps, weight_decay=weight_decay),
+        "adagrad": lambda p: torch.optim.Adagrad(p, lr=lr, eps=eps, weight_decay=weight_decay),
+        "sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay),
+    }
+    if name not in factories:
+        raise ValueError(f"optim.dense.name must be one of {sorted(factories)}, got {name!r}")
+    return KeyedOptimizerWrapper(params, factories[name])
+
+
+def combined_optimizer(fused: KeyedOptimizer, dense: KeyedOptimizer) -> CombinedOptimizer:
+    return CombinedOptimizer([("embedding", fused), ("dense", dense)])
+
+
+class LRSchedule:
+    """Linear warm-up from `start_factor`, then none / linear / cosine decay to `final_factor`."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        warmup_steps: int = 0,
+        start_factor: float = 0.01,
+        decay: str = "none",
+        decay_start: int = 0,
+        final_factor: float = 0.0,
+    ) -> None:
+        if decay not in ("none", "linear", "cosine"):
+            raise ValueError(f"optim.decay must be none, linear or cosine, got {decay!r}")
+        self.total_steps = max(total_steps, 1)
+        self.warmup_steps = warmup_steps
+        self.start_factor = start_factor
+        self.decay = decay
+        self.decay_start = max(decay_start, warmup_steps)
+        self.final_factor = final_factor
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            t = step / self.warmup_steps
+            return self.start_factor + (1.0 - self.start_factor) * t
+        if self.decay == "none" or step < self.decay_start:
+            return 1.0
+        span = max(self.total_steps - self.decay_start, 1)
+        t = min((step - self.decay_start) / span, 1.0)
+        shape = 1.0 - t if self.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.final_factor + (1.0 - self.final_factor) * shape
+
+    def apply(self, optimizers: list[tuple[KeyedOptimizer, float]], step: int) -> float:
+        """Set every group's lr to base_lr x factor(step); returns the factor."""
+        f = self.factor(step)
+        for opt, base_lr in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = base_lr * f
+        return f
