@@ -23,6 +23,7 @@ from recsys.distributed.sharding import (
     planner_constraints,
     shard_model,
 )
+from recsys.errors import ConfigError
 from recsys.models.dlrm import DLRM, table_configs
 from recsys.training.checkpoint import CheckpointManager, resolve_resume
 from recsys.training.optim import (
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def build_model(cfg: ModelConfig, manifest: DatasetManifest) -> DLRM:
     if cfg.name != "dlrm":
-        raise ValueError(f"model.name={cfg.name!r} is not available (available: dlrm)")
+        raise ConfigError(f"model.name={cfg.name!r} is not available (available: dlrm)")
     tables = table_configs(manifest.sparse_names, manifest.table_sizes, cfg.embedding_dim)
     return DLRM(
         num_dense=len(manifest.dense_features),

@@ -9,6 +9,7 @@ library code takes plain typed arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from hydra.core.config_store import ConfigStore
 
 # Criteo Kaggle (Display Advertising Challenge) cardinalities of C1..C26, from its preprocessed
@@ -34,8 +35,8 @@ class SyntheticConfig:
     dense_missing_rate: float = 0.15
     latent_dim: int = 4
     num_pairs: int = 24
-    bias_std: float = 0.15
-    pair_scale: float = 0.1
+    bias_std: float = 0.18
+    pair_scale: float = 0.12
     dense_weight_std: float = 0.2
     target_ctr: float = 0.25
     seed: int = 2024
@@ -48,7 +49,9 @@ class PreprocessConfig:
     """Raw Criteo TSV -> recsys Parquet (recsys-preprocess; see recsys/preprocess/)."""
 
     layout: str = "kaggle"  # kaggle: one train.txt cut into 7 days | 1tb: day_0..day_23 files
-    categorical: str = "vocab"  # vocab: contiguous ids for frequent values | hash: mod max_ind_range
+    categorical: str = (
+        "vocab"  # vocab: contiguous ids for frequent values | hash: mod max_ind_range
+    )
     frequency_threshold: int = 3  # vocab mode: values seen fewer times share the OOV id
     max_ind_range: int = 40_000_000  # hash mode: table size per feature
     negative_sample_rate: float = 1.0  # keep this fraction of negatives in train

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.cli.hydra_support import CONF_DIR, setup
 from recsys.config import TrainConfig
+from recsys.errors import RecsysError
 
 log = logging.getLogger("recsys.train")
 setup()
@@ -18,6 +19,14 @@ setup()
 
 def run(cfg: DictConfig) -> float:
     """Train, write metrics.json; return the validation AUC (the value sweeps optimise)."""
+    try:
+        return _train(cfg)
+    except RecsysError as e:
+        log.error("%s", e)
+        raise SystemExit(f"recsys-train: error: {e}") from None
+
+
+def _train(cfg: DictConfig) -> float:
     from recsys.builders import build_trainer
     from recsys.distributed.env import init_distributed, shutdown_distributed
 

@@ -54,9 +54,7 @@ class RowBlock:
             labels=np.concatenate([b.labels for b in blocks]),
             dense=np.concatenate([b.dense for b in blocks]),
             ids=np.concatenate([b.ids for b in blocks]),
-            multi=[
-                pa.concat_arrays([b.multi[i] for b in blocks]) for i in range(len(first.multi))
-            ],
+            multi=[pa.concat_arrays([b.multi[i] for b in blocks]) for i in range(len(first.multi))],
             true_ctr=None
             if first.true_ctr is None
             else np.concatenate([b.true_ctr for b in blocks]),
@@ -94,7 +92,7 @@ class BlockReader:
         if bad.any():
             i = _first_true(bad)
             raise DatasetError(
-                f"{path}: row {first_row + i}: label {labels[i]!r} in column {m.label!r} "
+                f"{path}: row {first_row + i}: label {labels[i].item()!r} in column {m.label!r} "
                 "is not 0 or 1"
             )
         dense = np.empty((table.num_rows, len(m.dense_features)), dtype=np.float32)
@@ -104,7 +102,7 @@ class BlockReader:
             i, j = np.argwhere(~np.isfinite(dense))[0]
             raise DatasetError(
                 f"{path}: row {first_row + i}: dense column {m.dense_features[j]!r} "
-                f"has non-finite value {dense[i, j]}"
+                f"has non-finite value {float(dense[i, j])}"
             )
         ids = np.empty((table.num_rows, len(self.single)), dtype=np.int64)
         for f, feat in enumerate(self.single):
@@ -122,7 +120,8 @@ class BlockReader:
             i, f = np.argwhere(bad)[0]
             feat = self.single[f]
             raise DatasetError(
-                f"{path}: row {first_row + i}: id {ids[i, f]} in column {feat.name!r} is outside "
+                f"{path}: row {first_row + i}: id {int(ids[i, f])} in column {feat.name!r} "
+                "is outside "
                 f"its table [0, {feat.num_embeddings}) (set model.hash_ids=true to hash ids)"
             )
         return ids

@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.errors import RecsysError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(RecsysError, ValueError):
     """A data set on disk does not match its manifest or the recsys format."""
 
 

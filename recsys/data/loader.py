@@ -27,6 +27,7 @@ from recsys.data.batch import Batch
 from recsys.data.blocks import BlockReader, RowBlock
 from recsys.data.features import DatasetError, DatasetManifest
 from recsys.data.schema import check_file_schema
+from recsys.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ParquetBatchLoader:
         with_true_ctr: bool = True,
     ) -> None:
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.directory = Path(directory)
         self.manifest = manifest
         self.batch_size = batch_size
@@ -151,9 +152,13 @@ class ParquetBatchLoader:
 
     def _load(self, unit: _Unit, epoch: int, index: int) -> RowBlock:
         pf = self._files[unit.file]
-        block = self._reader.read(pf, str(self.directory / unit.file), unit.row_group, unit.first_row)
+        block = self._reader.read(
+            pf, str(self.directory / unit.file), unit.row_group, unit.first_row
+        )
         if self.shuffle:
-            block = block.take(np.random.default_rng([self.seed, epoch, index]).permutation(len(block)))
+            block = block.take(
+                np.random.default_rng([self.seed, epoch, index]).permutation(len(block))
+            )
         return block
 
     def _rank_batch(self, block: RowBlock) -> Batch:

@@ -61,12 +61,16 @@ class PlantedCTRModel:
         rng = np.random.default_rng([cfg.seed, 0x5EED])
         n_sparse = len(self.cardinalities)
         k = cfg.latent_dim
-        self.biases = [rng.normal(0, cfg.bias_std, v).astype(np.float32) for v in self.cardinalities]
+        self.biases = [
+            rng.normal(0, cfg.bias_std, v).astype(np.float32) for v in self.cardinalities
+        ]
         all_pairs = [(f, g) for f in range(n_sparse) for g in range(f + 1, n_sparse)]
         chosen = rng.choice(len(all_pairs), size=min(cfg.num_pairs, len(all_pairs)), replace=False)
         self.pairs = [all_pairs[i] for i in sorted(chosen)]
         factor_std = math.sqrt(cfg.pair_scale) / k**0.25  # each pair's term has std pair_scale
-        self.factors = [rng.normal(0, factor_std, (v, k)).astype(np.float32) for v in self.cardinalities]
+        self.factors = [
+            rng.normal(0, factor_std, (v, k)).astype(np.float32) for v in self.cardinalities
+        ]
         self.dense_weights = rng.normal(0, cfg.dense_weight_std, cfg.num_dense).astype(np.float32)
         self.dense_mu = rng.uniform(0.0, 4.0, cfg.num_dense)  # log-count location per column
         self.dense_sigma = rng.uniform(0.5, 1.5, cfg.num_dense)
@@ -155,18 +159,23 @@ def rows_table(rows: dict[str, np.ndarray]) -> pa.Table:
 def generate(cfg: SyntheticConfig, out_dir: Path) -> DatasetManifest:
     """Generate train/valid/test into `out_dir` atomically and return the manifest."""
     model = PlantedCTRModel(cfg)
+    names = sparse_names(len(model.cardinalities))
+    generator = {
+        "version": GENERATOR_VERSION,
+        "config": asdict(cfg),
+        "intercept": model.intercept,
+        "pairs": [list(p) for p in model.pairs],
+    }
     manifest = DatasetManifest(
         name=f"synthetic-{config_key(cfg)}",
         dense_features=dense_names(cfg.num_dense),
         sparse_features=[
-            SparseFeature(n, v)
-            for n, v in zip(sparse_names(len(model.cardinalities)), model.cardinalities, strict=True)
+            SparseFeature(n, v) for n, v in zip(names, model.cardinalities, strict=True)
         ],
         splits={},
         true_ctr_column=TRUE_CTR_COLUMN,
-        extra={"generator": {"version": GENERATOR_VERSION, "config": asdict(cfg),
-                             "intercept": model.intercept, "pairs": model.pairs}},
-    )  # fmt: skip
+        extra={"generator": generator},
+    )
     rows = {"train": cfg.rows_train, "valid": cfg.rows_valid, "test": cfg.rows_test}
     with atomic_directory(out_dir, overwrite=True) as staging:
         splits: dict[str, SplitInfo] = {}

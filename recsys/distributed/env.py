@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from recsys.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -42,13 +44,13 @@ def init_distributed(backend: str, device: str, timeout_s: int) -> DistEnv:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("dist.device=cuda but no CUDA device is visible (use dist=cpu)")
+            raise ConfigError("dist.device=cuda but no CUDA device is visible (use dist=cpu)")
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     elif device == "cpu":
         dev = torch.device("cpu")
     else:
-        raise ValueError(f"dist.device must be 'cpu' or 'cuda', got {device!r}")
+        raise ConfigError(f"dist.device must be 'cpu' or 'cuda', got {device!r}")
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev)
 
 

@@ -20,6 +20,8 @@ from torchrec.distributed.planner.types import ParameterConstraints
 from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
+from recsys.errors import ConfigError
+
 INIT_CHUNK_ROWS = 65_536
 
 
@@ -32,7 +34,9 @@ def planner_constraints(
     names = {t.name for t in tables}
     unknown = sorted(set(pins) - names)
     if unknown:
-        raise ValueError(f"dist.pin_sharding names unknown tables {unknown} (tables: {sorted(names)})")
+        raise ConfigError(
+            f"dist.pin_sharding names unknown tables {unknown} (tables: {sorted(names)})"
+        )
     return {
         t.name: ParameterConstraints(
             sharding_types=[pins[t.name]] if t.name in pins else list(sharding_types),
@@ -53,7 +57,9 @@ def plan_sharding(
     return planner.collective_plan(model, [EmbeddingBagCollectionSharder()], pg)
 
 
-def shard_model(model: nn.Module, plan: ShardingPlan, device: torch.device) -> DistributedModelParallel:
+def shard_model(
+    model: nn.Module, plan: ShardingPlan, device: torch.device
+) -> DistributedModelParallel:
     pg = dist.GroupMember.WORLD
     return DistributedModelParallel(
         model,
@@ -84,10 +90,14 @@ def init_embedding_tables(model: nn.Module, tables: list[EmbeddingBagConfig], se
             for start in range(r0 - r0 % INIT_CHUNK_ROWS, r0 + rows, INIT_CHUNK_ROWS):
                 chunk = _chunk_values(seed, table, start, cfg, bound)
                 lo, hi = max(start, r0), min(start + chunk.shape[0], r0 + rows)
-                shard.tensor[lo - r0 : hi - r0].copy_(chunk[lo - start : hi - start, c0 : c0 + cols])
+                shard.tensor[lo - r0 : hi - r0].copy_(
+                    chunk[lo - start : hi - start, c0 : c0 + cols]
+                )
 
 
-def _chunk_values(seed: int, table: str, start: int, cfg: EmbeddingBagConfig, bound: float) -> torch.Tensor:
+def _chunk_values(
+    seed: int, table: str, start: int, cfg: EmbeddingBagConfig, bound: float
+) -> torch.Tensor:
     digest = hashlib.blake2b(f"{seed}/{table}/{start}".encode(), digest_size=8).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
     n = min(INIT_CHUNK_ROWS, cfg.num_embeddings - start)

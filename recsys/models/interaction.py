@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.errors import ConfigError
+
 
 class DotInteraction(nn.Module):
     """Pairwise dot products of the dense vector and the F pooled embeddings.
@@ -50,4 +52,4 @@ def make_interaction(kind: str, num_sparse: int, self_terms: bool) -> nn.Module:
         return DotInteraction(num_sparse, self_terms)
     if kind == "concat":
         return ConcatInteraction(num_sparse)
-    raise ValueError(f"model.interaction must be 'dot' or 'concat', got {kind!r}")
+    raise ConfigError(f"model.interaction must be 'dot' or 'concat', got {kind!r}")

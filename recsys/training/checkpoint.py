@@ -32,7 +32,11 @@ STATE_FILE = "trainer_state.json"
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -49,14 +53,18 @@ class CheckpointManager:
         self.env = env
         self.keep = max(keep, 1)
 
-    def save(self, step: int, model: nn.Module, optimizer: Any, trainer_state: dict[str, Any]) -> Path:
+    def save(
+        self, step: int, model: nn.Module, optimizer: Any, trainer_state: dict[str, Any]
+    ) -> Path:
         final = self.directory / f"step_{step:08d}"
         staging = self.directory / f".step_{step:08d}.staging"
         if self.env.is_main:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         self.env.barrier()
-        dcp.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=staging)
+        dcp.save(
+            {"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=staging
+        )
         torch.save(rng_state(), staging / f"rng_rank{self.env.rank}.pt")
         if self.env.is_main:
             atomic_write_json(staging / STATE_FILE, trainer_state)

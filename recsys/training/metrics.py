@@ -32,7 +32,9 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     order = torch.argsort(scores)
     sorted_scores = scores[order]
     # average rank of each group of tied scores (1-based)
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
     ends = torch.cumsum(counts, 0).double()
     avg_rank = ends - (counts.double() - 1) / 2
     ranks = avg_rank[inverse]
@@ -80,7 +82,11 @@ class PredictionAccumulator:
             self._true.append(true_ctr.detach().float().cpu())
 
     def _local(self) -> torch.Tensor:
-        cols = [torch.cat(self._probs), torch.cat(self._labels)] if self._probs else [torch.empty(0)] * 2
+        cols = (
+            [torch.cat(self._probs), torch.cat(self._labels)]
+            if self._probs
+            else [torch.empty(0)] * 2
+        )
         if self._true:
             cols.append(torch.cat(self._true))
         return torch.stack(cols, dim=1) if cols[0].numel() else torch.empty(0, len(cols))

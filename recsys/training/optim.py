@@ -18,8 +18,12 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from recsys.errors import ConfigError
 
-def attach_embedding_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, eps: float) -> None:
+
+def attach_embedding_optimizer(
+    params: Iterable[nn.Parameter], name: str, lr: float, eps: float
+) -> None:
     """Fuse the embedding optimizer into the backward pass (call before sharding)."""
     if name == "rowwise_adagrad":
         apply_optimizer_in_backward(RowWiseAdagrad, params, {"lr": lr, "eps": eps})
@@ -28,7 +32,7 @@ def attach_embedding_optimizer(params: Iterable[nn.Parameter], name: str, lr: fl
     elif name == "sgd":
         apply_optimizer_in_backward(torch.optim.SGD, params, {"lr": lr})
     else:
-        raise ValueError(
+        raise ConfigError(
             f"optim.embedding.name must be rowwise_adagrad, adagrad or sgd, got {name!r}"
         )
 
@@ -44,7 +48,7 @@ def dense_optimizer(
         "sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay),
     }
     if name not in factories:
-        raise ValueError(f"optim.dense.name must be one of {sorted(factories)}, got {name!r}")
+        raise ConfigError(f"optim.dense.name must be one of {sorted(factories)}, got {name!r}")
     return KeyedOptimizerWrapper(params, factories[name])
 
 
@@ -65,7 +69,7 @@ class LRSchedule:
         final_factor: float = 0.0,
     ) -> None:
         if decay not in ("none", "linear", "cosine"):
-            raise ValueError(f"optim.decay must be none, linear or cosine, got {decay!r}")
+            raise ConfigError(f"optim.decay must be none, linear or cosine, got {decay!r}")
         self.total_steps = max(total_steps, 1)
         self.warmup_steps = warmup_steps
         self.start_factor = start_factor

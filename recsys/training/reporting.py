@@ -44,7 +44,8 @@ class Reporter:
         if "bayes_auc" in metrics:
             bayes = (
                 f"  | Bayes-optimal auc {metrics['bayes_auc']:.4f} logloss "
-                f"{metrics['bayes_logloss']:.5f} (gap closed {100 * metrics['auc_gap_closed']:.1f}%)"
+                f"{metrics['bayes_logloss']:.5f} "
+                f"(gap closed {100 * metrics['auc_gap_closed']:.1f}%)"
             )
         log.info(
             "%s @ step %d: auc %.4f  logloss %.5f  NE %.4f  calibration %.3f  accuracy %.4f%s",

@@ -22,6 +22,7 @@ from torch import nn
 from recsys.data.batch import Batch
 from recsys.data.loader import ParquetBatchLoader
 from recsys.distributed.env import DistEnv
+from recsys.errors import ConfigError
 from recsys.training.checkpoint import CheckpointManager
 from recsys.training.metrics import PredictionAccumulator, auc
 from recsys.training.optim import LRSchedule
@@ -79,7 +80,9 @@ class Trainer:
         if self.settings.precision == "bf16":
             return torch.autocast(self.env.device.type, dtype=torch.bfloat16)
         if self.settings.precision != "fp32":
-            raise ValueError(f"trainer.precision must be fp32 or bf16, got {self.settings.precision!r}")
+            raise ConfigError(
+                f"trainer.precision must be fp32 or bf16, got {self.settings.precision!r}"
+            )
         return contextlib.nullcontext()
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +120,9 @@ class Trainer:
         self.timing["wait_s"] += waited
         return batch
 
-    def _account(self, batch: Batch, loss: torch.Tensor, logits: torch.Tensor, step_s: float) -> None:
+    def _account(
+        self, batch: Batch, loss: torch.Tensor, logits: torch.Tensor, step_s: float
+    ) -> None:
         w = self.window
         w.loss_sum += float(loss)
         w.steps += 1
@@ -209,6 +214,8 @@ class Trainer:
             "final_train_loss": self.last_train_loss,
             "valid": valid,
             "test": test,
-            "train_samples_per_s": t["samples"] * self.env.world_size / max(t["train_s"] + t["wait_s"], 1e-9),
+            "train_samples_per_s": t["samples"]
+            * self.env.world_size
+            / max(t["train_s"] + t["wait_s"], 1e-9),
             "data_wait_fraction": t["wait_s"] / max(t["train_s"] + t["wait_s"], 1e-9),
         }

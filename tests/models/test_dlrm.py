@@ -1,0 +1,84 @@
+"""DLRM: equal to torchrec's reference DLRM with the same weights; interaction variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrec.models.dlrm import DLRM as TorchrecDLRM
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.models.dlrm import DLRM, table_configs
+from recsys.models.interaction import DotInteraction
+
+NAMES, SIZES, DIM = ["a", "b", "c"], [11, 7, 5], 8
+
+
+def _inputs(batch: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(batch, 4, generator=g)
+    lengths = torch.randint(0, 3, (len(NAMES) * batch,), generator=g)
+    values = torch.cat([
+        torch.randint(0, size, (int(lengths[i * batch:(i + 1) * batch].sum()),), generator=g)
+        for i, size in enumerate(SIZES)
+    ])  # fmt: skip
+    return dense, KeyedJaggedTensor(keys=NAMES, values=values, lengths=lengths)
+
+
+def _ours(interaction="dot", self_terms=False) -> DLRM:
+    torch.manual_seed(0)
+    return DLRM(4, table_configs(NAMES, SIZES, DIM), [16], [32, 16], interaction, self_terms, "cpu")
+
+
+def test_matches_torchrec_reference_dlrm():
+    ours = _ours()
+    ref = TorchrecDLRM(
+        embedding_bag_collection=EmbeddingBagCollection(table_configs(NAMES, SIZES, DIM)),
+        dense_in_features=4, dense_arch_layer_sizes=[16, DIM], over_arch_layer_sizes=[32, 16, 1],
+    )  # fmt: skip
+    ours_params, ref_params = list(ours.parameters()), list(ref.parameters())
+    assert [p.shape for p in ours_params] == [p.shape for p in ref_params]
+    with torch.no_grad():
+        for a, b in zip(ours_params, ref_params, strict=True):
+            b.copy_(a)
+    dense, kjt = _inputs()
+    torch.testing.assert_close(ours(dense, kjt), ref(dense, kjt).squeeze(-1), rtol=1e-6, atol=1e-6)
+
+
+def test_dot_interaction_layout_and_self_terms():
+    dense = torch.randn(2, 3)
+    sparse = torch.randn(2, 4, 3)
+    out = DotInteraction(4, self_terms=False)(dense, sparse)
+    assert out.shape == (2, 3 + 10)  # D + C(5, 2)
+    full = DotInteraction(4, self_terms=True)(dense, sparse)
+    assert full.shape == (2, 3 + 15)  # D + C(5, 2) + 5 diagonal terms
+    # first pair after the dense vector: <dense, e_1>; with self terms: <dense, dense>
+    torch.testing.assert_close(out[:, 3], (dense * sparse[:, 0]).sum(1))
+    torch.testing.assert_close(full[:, 3], (dense * dense).sum(1))
+
+
+@pytest.mark.parametrize(("kind", "self_terms"), [("dot", True), ("concat", False)])
+def test_interaction_variants_train(kind, self_terms):
+    model = _ours(kind, self_terms)
+    dense, kjt = _inputs(batch=16)
+    labels = (torch.arange(16) % 2).float()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(dense, kjt), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_mixed_embedding_dims_rejected():
+    tables = table_configs(["a"], [3], 4) + table_configs(["b"], [3], 8)
+    with pytest.raises(ValueError, match="one embedding dim"):
+        DLRM(2, tables, [4], [4])
+
+
+def test_unknown_interaction_rejected():
+    with pytest.raises(ValueError, match="model.interaction must be 'dot' or 'concat'"):
+        _ours("cross")
