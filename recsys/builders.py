@@ -123,5 +123,6 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     resume_from = resolve_resume(t.resume, checkpoints)
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
+        dense.init_state()  # torch optimizers create state lazily: DCP needs it to load into
         trainer.restore(resume_from)
     return trainer
