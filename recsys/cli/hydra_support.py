@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -46,7 +47,9 @@ def _log_name(job: str) -> str:
 
 
 def setup() -> None:
-    """Register structured configs and resolvers (idempotent)."""
+    """Register structured configs and resolvers (idempotent); quiet torchrec's deprecation
+    notices about its own internals, which users cannot act on."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
     register_configs()
     if not OmegaConf.has_resolver("recsys_stamp"):
         OmegaConf.register_new_resolver("recsys_stamp", _stamp)

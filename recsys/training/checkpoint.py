@@ -25,6 +25,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys.distributed.env import DistEnv
+from recsys.errors import ConfigError
 from recsys.utils.atomic import atomic_write_bytes, atomic_write_json
 
 LATEST = "latest"
@@ -84,16 +85,22 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> Path | None:
+        """The checkpoint `latest` names; if that one is gone, the newest complete one.
+
+        Staging directories (a save that crashed) are never returned.
+        """
         pointer = self.directory / LATEST
-        if not pointer.is_file():
-            return None
-        path = self.directory / pointer.read_text().strip()
-        return path if (path / STATE_FILE).is_file() else None
+        if pointer.is_file():
+            path = self.directory / pointer.read_text().strip()
+            if (path / STATE_FILE).is_file():
+                return path
+        complete = sorted(p for p in self.directory.glob("step_*") if (p / STATE_FILE).is_file())
+        return complete[-1] if complete else None
 
     def load(self, path: Path, model: nn.Module, optimizer: Any) -> dict[str, Any]:
         """Restore model, optimizer and RNG in place; return the saved trainer state."""
         if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a complete recsys checkpoint (no {STATE_FILE})")
+            raise ConfigError(f"{path} is not a complete recsys checkpoint (no {STATE_FILE})")
         state = {"model": model.state_dict(), "optim": optimizer.state_dict()}
         dcp.load(state, checkpoint_id=path)
         model.load_state_dict(state["model"])
@@ -118,5 +125,5 @@ def resolve_resume(resume: str, manager: CheckpointManager) -> Path | None:
         return path
     found = CheckpointManager(path / "checkpoints", manager.env).latest()
     if found is None:
-        raise FileNotFoundError(f"trainer.resume={resume}: no complete checkpoint found there")
+        raise ConfigError(f"trainer.resume={resume}: no complete checkpoint found there")
     return found
