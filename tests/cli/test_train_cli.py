@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import tiny_overrides, run_cli
+from tests.conftest import run_cli, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def test_run_writes_metrics_with_bayes_yardstick(trained_run):
     m = json.loads((trained_run / "metrics.json").read_text())
     assert m["steps"] == 2 * (40_000 // 512)
     for split in ("valid", "test"):
-        for key in ("auc", "logloss", "ne", "calibration", "accuracy", "bayes_auc", "bayes_logloss"):
+        keys = ("auc", "logloss", "ne", "calibration", "accuracy", "bayes_auc", "bayes_logloss")
+        for key in keys:
             assert key in m[split], (split, key)
     test = m["test"]
     # Known optimum: the planted model's AUC. A trained DLRM must get most of the way there.
