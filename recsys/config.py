@@ -46,19 +46,22 @@ class SyntheticConfig:
 
 @dataclass
 class PreprocessConfig:
-    """Raw Criteo TSV -> recsys Parquet (recsys-preprocess; see recsys/preprocess/)."""
+    """Raw Criteo TSV -> recsys Parquet (recsys-preprocess; see docs/preprocess.md)."""
 
-    layout: str = "kaggle"  # kaggle: one train.txt cut into 7 days | 1tb: day_0..day_23 files
-    categorical: str = (
-        "vocab"  # vocab: contiguous ids for frequent values | hash: mod max_ind_range
-    )
+    layout: str = "kaggle"  # kaggle: rows cut into 7 days | 1tb: day_0..day_23, last one halved
+    categorical: str = "vocab"  # vocab: contiguous ids for frequent values | hash: mod range
     frequency_threshold: int = 3  # vocab mode: values seen fewer times share the OOV id
-    max_ind_range: int = 40_000_000  # hash mode: table size per feature
-    negative_sample_rate: float = 1.0  # keep this fraction of negatives in train
-    max_bad_fraction: float = 0.001  # abort when more rows than this are rejected
-    workers: int = 0  # 0 = all cores
-    rows_per_file: int = 1_048_576
-    labelled: bool = True  # False: the 39-field test.txt layout
+    max_ind_range: int = 40_000_000  # hash mode: ids = 1 + value mod this (per feature)
+    max_ind_range_per_feature: dict[str, int] = field(default_factory=dict)  # e.g. {C3: 1000000}
+    negative_sample_rate: float = 1.0  # keep this fraction of training negatives
+    seed: int = 0  # seeds the negative down-sampling (per chunk, so resume is exact)
+    max_bad_fraction: float = 0.001  # abort when more than this share of lines is rejected
+    workers: int = 0  # worker processes; 0 = all cores
+    chunk_mb: float = 64.0  # input read per work unit (one output part per split it touches)
+    labelled: bool = True  # False: the 39-field test.txt layout (all rows go to `test`)
+    vocab_from: str | None = None  # vocab mode without training rows: reuse this data set's vocab
+    resume: bool = True  # continue a killed run from its finished parts
+    progress: bool = True  # progress bar (rows/s, ETA) on stderr
 
 
 @dataclass
@@ -69,7 +72,7 @@ class DataConfig:
     kind: str = "synthetic"  # synthetic: generated on first use; parquet: preprocessed on disk
     root: str | None = None  # default: the repository's data/ folder
     path: str | None = None  # default: <root>/<name> (synthetic: <root>/synthetic/<config hash>)
-    raw: str | None = None  # raw input for recsys-preprocess (file, glob or directory)
+    raw: str | None = None  # raw input for recsys-preprocess (file, glob or directory; .gz ok)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -156,6 +159,13 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+
+
+@dataclass
+class PreprocessJobConfig:
+    """recsys-preprocess: only the data group (the same one training reads)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 def register_configs() -> None:

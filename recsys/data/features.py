@@ -62,6 +62,11 @@ class DatasetManifest:
     negative_sample_rate: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Provenance, filled by recsys-preprocess (empty for synthetic data; optional in JSON):
+    missing_rate: dict[str, float] = field(default_factory=dict)  # column -> share missing
+    sources: list[dict[str, Any]] = field(default_factory=list)  # path, size, lines, crc32
+    rejects: dict[str, int] = field(default_factory=dict)  # reason -> rejected lines
+    transform: dict[str, Any] = field(default_factory=dict)  # how raw values became columns
 
     @property
     def sparse_names(self) -> list[str]:
@@ -101,6 +106,10 @@ class DatasetManifest:
                 true_ctr_column=obj.get("true_ctr_column"),
                 negative_sample_rate=float(obj.get("negative_sample_rate", 1.0)),
                 extra=dict(obj.get("extra", {})),
+                missing_rate={k: float(v) for k, v in obj.get("missing_rate", {}).items()},
+                sources=[dict(s) for s in obj.get("sources", [])],
+                rejects={k: int(v) for k, v in obj.get("rejects", {}).items()},
+                transform=dict(obj.get("transform", {})),
             )
         except (KeyError, TypeError) as e:
             raise DatasetError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e

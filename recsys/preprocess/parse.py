@@ -1,0 +1,273 @@
+"""Raw Criteo lines -> validated columns, with every rejected line accounted for.
+
+Two paths produce the same result. The fast path parses a whole chunk with pyarrow's CSV reader
+(C++, typed columns) and validates labels and hex ids vectorised; lines with a wrong field count
+come back through pyarrow's invalid-row handler. The careful path is plain Python per line: it
+repairs what is unambiguous (trailing empty fields stripped or added, CRLF) and rejects the rest
+with a reason; its clean output is then fed to the fast path. A chunk takes the careful path only
+when the fast one cannot vouch for it (a non-integer dense value, a stray CR, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+DENSE_NAMES = [f"I{j + 1}" for j in range(NUM_DENSE)]
+SPARSE_NAMES = [f"C{f + 1}" for f in range(NUM_SPARSE)]
+
+_DENSE_RE = re.compile(rb"-?[0-9]{1,18}\Z")
+_HEX_RE = re.compile(rb"[0-9a-fA-F]{8}\Z")
+_HEX_LUT = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_LUT[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX_LUT[_c] = 10 + _i
+
+
+@dataclass
+class ParsedBlock:
+    """Valid rows of one chunk (in line order) plus what happened to the others."""
+
+    lines: np.ndarray  # [n] int64, 1-based line number in the source file
+    label: np.ndarray  # [n] int8 (0 when the layout is unlabelled)
+    dense: np.ndarray  # [13, n] int64, missing = 0 (feature-major: one row per column)
+    dense_missing: np.ndarray  # [13, n] bool
+    cats: np.ndarray  # [26, n] uint32 (the 8-hex-digit value), missing = 0
+    cat_missing: np.ndarray  # [26, n] bool
+    rows_in: int = 0
+    rejects: list[tuple[int, str, bytes]] = field(default_factory=list)  # (line, reason, text)
+    repaired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.lines)
+
+    def take(self, mask: np.ndarray) -> ParsedBlock:
+        """The rows where `mask` holds (bookkeeping fields are kept as they are)."""
+        return ParsedBlock(
+            self.lines[mask], self.label[mask], self.dense[:, mask], self.dense_missing[:, mask],
+            self.cats[:, mask], self.cat_missing[:, mask], self.rows_in, self.rejects,
+            self.repaired,
+        )  # fmt: skip
+
+
+class _NeedsCarefulPath(Exception):
+    pass
+
+
+def count_lines(data: bytes) -> int:
+    """Lines in a chunk: newlines, plus one for a last line without a final newline."""
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def parse_chunk(data: bytes, first_line: int, labelled: bool = True) -> ParsedBlock:
+    """Parse one chunk of whole lines whose first line is `first_line` (1-based)."""
+    n_lines = count_lines(data)
+    try:
+        table, invalid = _read_fast(data, labelled)
+        if table.num_rows + len(invalid) != n_lines or any(n < 1 for n, _ in invalid):
+            raise _NeedsCarefulPath
+    except (pa.ArrowInvalid, _NeedsCarefulPath):
+        return _careful(data.split(b"\n")[:n_lines], first_line, labelled, n_lines)
+    bad_numbers = np.array([n for n, _ in invalid], dtype=np.int64)
+    keep = np.ones(n_lines, dtype=bool)
+    keep[bad_numbers - 1] = False
+    lines = np.flatnonzero(keep).astype(np.int64) + first_line
+    block = _columns(table, lines, labelled, data, first_line)
+    if invalid:
+        texts = [t.encode() for _, t in invalid]
+        fixed = _careful(texts, 0, labelled, len(texts), bad_numbers + first_line - 1)
+        block = _merge(block, fixed)
+    block.rows_in = n_lines
+    return block
+
+
+def _read_fast(data: bytes, labelled: bool) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """pyarrow parse with typed columns; rows with a wrong field count are set aside."""
+    names = (["label"] if labelled else []) + DENSE_NAMES + SPARSE_NAMES
+    invalid: list[tuple[int, str]] = []
+
+    def handler(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.text))
+        return "skip"
+
+    types = {n: pa.int64() for n in names[: len(names) - NUM_SPARSE]}
+    types.update({n: pa.binary() for n in SPARSE_NAMES})
+    table = pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(
+            column_names=names, use_threads=False, block_size=max(1 << 20, len(data) + 1)
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
+            ignore_empty_lines=False, invalid_row_handler=handler,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, null_values=[""], strings_can_be_null=False
+        ),
+    )  # fmt: skip
+    return table, invalid
+
+
+def decode_hex(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-hex-digit binary values -> (uint32 values, missing mask, invalid mask), vectorised."""
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    lengths = np.diff(offsets)
+    missing = lengths == 0
+    invalid = ~(missing | (lengths == 8))
+    values = np.zeros(n, dtype=np.uint32)
+    rows = np.flatnonzero(lengths == 8)
+    if len(rows) == 0:
+        return values, missing, invalid
+    buf = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    if len(rows) * 8 == offsets[-1] - offsets[0]:  # only empty or 8-byte values: contiguous
+        raw = buf[offsets[0] : offsets[-1]].reshape(-1, 8)
+    else:
+        raw = buf[offsets[rows][:, None] + np.arange(8)]
+    nib = _HEX_LUT[raw]  # [m, 8]
+    if nib.max() == 255:
+        invalid[rows] |= (nib == 255).any(axis=1)
+    packed = (nib[:, 0::2] << 4) | nib[:, 1::2]  # [m, 4] big-endian bytes
+    values[rows] = packed.view(">u4").ravel()
+    return values, missing, invalid
+
+
+def _columns(
+    table: pa.Table, lines: np.ndarray, labelled: bool, data: bytes, first_line: int
+) -> ParsedBlock:
+    """Typed pyarrow columns -> ParsedBlock; bad labels and hex ids become rejects."""
+    n = table.num_rows
+    table = table.combine_chunks()
+    dense = np.empty((NUM_DENSE, n), dtype=np.int64)
+    dense_missing = np.empty((NUM_DENSE, n), dtype=bool)
+    for j, name in enumerate(DENSE_NAMES):
+        col = table.column(name).chunk(0) if n else pa.array([], pa.int64())
+        dense_missing[j] = col.is_null().to_numpy(zero_copy_only=False)
+        dense[j] = pc.fill_null(col, 0).to_numpy()
+    cats = np.empty((NUM_SPARSE, n), dtype=np.uint32)
+    cat_missing = np.empty((NUM_SPARSE, n), dtype=bool)
+    bad_hex = np.zeros(n, dtype=bool)
+    for f, name in enumerate(SPARSE_NAMES):
+        col = table.column(name).chunk(0) if n else pa.array([], pa.binary())
+        cats[f], cat_missing[f], bad = decode_hex(col)
+        bad_hex |= bad
+    if labelled and n:
+        label = pc.fill_null(table.column("label").chunk(0), -1).to_numpy()
+    else:
+        label = np.zeros(n, dtype=np.int64)
+    bad_label = (label != 0) & (label != 1)
+    block = ParsedBlock(lines, label.astype(np.int8), dense, dense_missing, cats, cat_missing)
+    bad = bad_label | bad_hex
+    if bad.any():
+        texts = _line_texts(data, lines[bad] - first_line)
+        empty = bad_label & dense_missing.all(axis=0) & cat_missing.all(axis=0)
+        for i, text in zip(np.flatnonzero(bad), texts, strict=True):
+            reason = (
+                "empty_line" if empty[i] else "invalid_label" if bad_label[i] else "invalid_hex"
+            )
+            block.rejects.append((int(lines[i]), reason, text))
+        block = block.take(~bad)
+    return block
+
+
+def _line_texts(data: bytes, index: np.ndarray) -> list[bytes]:
+    """The text of lines `index` (0-based within the chunk), without the line ending."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    starts = np.concatenate([[0], ends + 1])
+    ends = np.concatenate([ends, [len(data)]])
+    return [data[starts[i] : ends[i]].rstrip(b"\r") for i in index]
+
+
+def _careful(
+    texts: list[bytes],
+    first_line: int,
+    labelled: bool,
+    rows_in: int,
+    numbers: np.ndarray | None = None,
+) -> ParsedBlock:
+    """Per-line Python validation and repair; clean lines go through the fast path."""
+    if numbers is None:
+        numbers = np.arange(first_line, first_line + len(texts), dtype=np.int64)
+    n_fields = NUM_DENSE + NUM_SPARSE + (1 if labelled else 0)
+    clean: list[bytes] = []
+    kept: list[int] = []
+    rejects: list[tuple[int, str, bytes]] = []
+    repaired: dict[str, int] = {}
+    for number, text in zip(numbers.tolist(), texts, strict=True):
+        text = text.rstrip(b"\r")
+        fields, reason, repair = check_line(text, n_fields, labelled)
+        if reason:
+            rejects.append((number, reason, text))
+            continue
+        if repair:
+            repaired[repair] = repaired.get(repair, 0) + 1
+        clean.append(b"\t".join(fields))
+        kept.append(number)
+    block = _empty(labelled) if not clean else None
+    if clean:
+        table, invalid = _read_fast(b"\n".join(clean) + b"\n", labelled)
+        assert not invalid and table.num_rows == len(clean), "sanitised lines must parse"
+        block = _columns(table, np.array(kept, dtype=np.int64), labelled, b"", 0)
+        assert not block.rejects, "sanitised lines must validate"
+    block.rejects, block.repaired, block.rows_in = rejects, repaired, rows_in
+    return block
+
+
+def check_line(
+    text: bytes, n_fields: int, labelled: bool
+) -> tuple[list[bytes], str | None, str | None]:
+    """(fields, reject reason or None, repair applied or None) for one line without its ending."""
+    if not text.strip():
+        return [], "empty_line", None
+    fields = text.split(b"\t")
+    repair = None
+    if len(fields) > n_fields:
+        if any(fields[n_fields:]):
+            return fields, "field_count", None
+        fields, repair = fields[:n_fields], "extra_empty_fields_dropped"
+    elif len(fields) < n_fields:
+        fields, repair = fields + [b""] * (n_fields - len(fields)), "trailing_empty_fields_added"
+    if labelled and fields[0] not in (b"0", b"1"):
+        return fields, "invalid_label", None
+    start = 1 if labelled else 0
+    if any(v and not _DENSE_RE.match(v) for v in fields[start : start + NUM_DENSE]):
+        return fields, "invalid_dense", None
+    if any(v and not _HEX_RE.match(v) for v in fields[start + NUM_DENSE :]):
+        return fields, "invalid_hex", None
+    return fields, None, repair
+
+
+def _empty(labelled: bool) -> ParsedBlock:
+    z = np.zeros
+    return ParsedBlock(
+        z(0, np.int64), z(0, np.int8), z((NUM_DENSE, 0), np.int64), z((NUM_DENSE, 0), bool),
+        z((NUM_SPARSE, 0), np.uint32), z((NUM_SPARSE, 0), bool),
+    )  # fmt: skip
+
+
+def _merge(a: ParsedBlock, b: ParsedBlock) -> ParsedBlock:
+    """Rows of both blocks in line order; rejects and repairs of both."""
+    order = np.argsort(np.concatenate([a.lines, b.lines]), kind="stable")
+
+    def cat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, y], axis=-1)[..., order]
+
+    out = ParsedBlock(
+        cat(a.lines, b.lines), cat(a.label, b.label), cat(a.dense, b.dense),
+        cat(a.dense_missing, b.dense_missing), cat(a.cats, b.cats),
+        cat(a.cat_missing, b.cat_missing),
+    )  # fmt: skip
+    out.rejects = sorted(a.rejects + b.rejects)
+    out.repaired = {k: a.repaired.get(k, 0) + b.repaired.get(k, 0) for k in a.repaired | b.repaired}
+    return out

@@ -1,0 +1,292 @@
+"""recsys-preprocess end to end: raw Criteo files -> a Parquet data set plus its manifest.
+
+Passes: (1) line counts where the split needs them (Kaggle: all rows; 1TB: the last day), a
+C-speed read; (2) vocabulary mode only: count the training rows' values; (3) convert. Passes 2
+and 3 stream chunks to a pool of worker processes (bounded: at most workers + 1 chunks in
+flight). Everything is written into `.<name>.staging` beside the target; the manifest is written
+last and the directory renamed into place. A killed run resumes: finished chunks (those with a
+marker) are skipped as long as the inputs and settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from recsys.config import PreprocessConfig
+from recsys.data.features import DatasetManifest
+from recsys.preprocess import work
+from recsys.preprocess.errors import PreprocessError
+from recsys.preprocess.parse import SPARSE_NAMES
+from recsys.preprocess.sources import Chunk, Source, iter_chunks, resolve_sources
+from recsys.preprocess.splits import SplitPlan, kaggle_plan, terabyte_plan, unlabelled_plan
+from recsys.preprocess.totals import (
+    RunTotals,
+    build_manifest,
+    check_bad_fraction,
+    check_balance,
+)  # fmt: skip
+from recsys.preprocess.transform import CategoricalMap
+from recsys.preprocess.vocab import ValueCounter, load_vocabularies, save_vocabularies
+from recsys.utils.atomic import atomic_write_json
+
+log = logging.getLogger("recsys.preprocess")
+
+LAYOUTS = ("kaggle", "1tb")
+MODES = ("vocab", "hash")
+RUN_FILE = "_run.json"
+LINES_FILE = "_lines.json"
+EARLY_ABORT_ROWS = 1_000_000
+
+
+def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig) -> DatasetManifest:
+    """Convert `raw` into the data set `name` at `out_dir`; return its manifest."""
+    _validate(cfg)
+    sources = resolve_sources(raw)
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    _open_staging(staging, _fingerprint(cfg, sources), cfg.resume)
+    workers = cfg.workers or os.cpu_count() or 1
+    start = time.perf_counter()
+    plan = _split_plan(cfg, sources, staging)
+    ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
+                             cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
+                             cfg.seed)  # fmt: skip
+    if cfg.categorical == "vocab":
+        ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, workers))
+    vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
+    sizes = CategoricalMap(cfg.categorical, ctx.ranges, vocabs).table_sizes()
+    totals = _convert(cfg, sources, staging, ctx, workers)
+    check_balance(totals)
+    check_bad_fraction(totals.rows_in, totals.rejected_total, cfg.max_bad_fraction,
+                       str(staging / work.REJECTS))  # fmt: skip
+    manifest = build_manifest(name, totals, sizes, cfg.negative_sample_rate,
+                              [asdict(s) for s in sources], _transform(cfg, plan))  # fmt: skip
+    if ctx.vocab_dir and Path(ctx.vocab_dir).parent != staging:
+        shutil.copytree(ctx.vocab_dir, staging / "vocab", dirs_exist_ok=True)
+    for f in (RUN_FILE, LINES_FILE):
+        (staging / f).unlink(missing_ok=True)
+    shutil.rmtree(staging / work.MARKERS, ignore_errors=True)
+    manifest.save(staging)
+    _publish(staging, out_dir)
+    summary = totals.summary()
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    log.info("wrote %s: %s", out_dir, json.dumps(summary))
+    return manifest
+
+
+def ranges(cfg: PreprocessConfig) -> list[int]:
+    """Hash-mode range of every sparse feature (global, or its per-feature override)."""
+    unknown = set(cfg.max_ind_range_per_feature) - set(SPARSE_NAMES)
+    if unknown:
+        raise PreprocessError(f"max_ind_range_per_feature: unknown features {sorted(unknown)}")
+    out = [int(cfg.max_ind_range_per_feature.get(n, cfg.max_ind_range)) for n in SPARSE_NAMES]
+    if min(out) < 1:
+        raise PreprocessError("max_ind_range must be >= 1")
+    return out
+
+
+def _validate(cfg: PreprocessConfig) -> None:
+    if cfg.layout not in LAYOUTS:
+        raise PreprocessError(
+            f"data.preprocess.layout must be one of {LAYOUTS}, got {cfg.layout!r}"
+        )
+    if cfg.categorical not in MODES:
+        raise PreprocessError(
+            f"data.preprocess.categorical must be one of {MODES}, got {cfg.categorical!r}"
+        )
+    if not 0.0 < cfg.negative_sample_rate <= 1.0:
+        raise PreprocessError("data.preprocess.negative_sample_rate must be in (0, 1]")
+    if cfg.categorical == "vocab" and not cfg.labelled and not cfg.vocab_from:
+        raise PreprocessError(
+            "unlabelled input in vocab mode needs data.preprocess.vocab_from=<a preprocessed "
+            "training data set> (its vocabulary maps the ids), or categorical=hash"
+        )
+
+
+def _fingerprint(cfg: PreprocessConfig, sources: list[Source]) -> dict:
+    """What must match for a staging directory to be resumed."""
+    settings = asdict(replace(cfg, workers=0, max_bad_fraction=0.0, resume=True, progress=True))
+    return {"settings": settings, "sources": [[s.path, s.size, s.mtime] for s in sources]}
+
+
+def _open_staging(staging: Path, fingerprint: dict, resume: bool) -> None:
+    run_file = staging / RUN_FILE
+    if staging.exists():
+        same = run_file.is_file() and json.loads(run_file.read_text()) == fingerprint
+        if resume and same:
+            done = len(list((staging / work.MARKERS).glob("*.json")))
+            log.info("resuming %s: %d chunks already converted", staging, done)
+            return
+        log.info("discarding %s (inputs or settings changed, or resume=false)", staging)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    atomic_write_json(run_file, fingerprint)
+
+
+def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> SplitPlan:
+    if not cfg.labelled:
+        return unlabelled_plan(len(sources))
+    needed = sources if cfg.layout == "kaggle" else sources[-1:]
+    lines_file = staging / LINES_FILE
+    cached = json.loads(lines_file.read_text()) if lines_file.is_file() else {}
+    todo = [s for s in needed if s.path not in cached]
+    if todo:
+        for _ in _chunks("counting lines", todo, cfg, set()):
+            pass
+        cached.update({s.path: s.lines for s in todo})
+        atomic_write_json(lines_file, cached)
+    if cfg.layout == "kaggle":
+        return kaggle_plan([cached[s.path] for s in sources])
+    return terabyte_plan(len(sources), cached[sources[-1].path])
+
+
+def _chunks(desc: str, sources: list[Source], cfg: PreprocessConfig, skip: set[str]):
+    """Chunks of `sources` not in `skip`, under a progress bar over bytes on disk (with ETA)."""
+    total = sum(s.size for s in sources)
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
+              mininterval=1.0) as bar:  # fmt: skip
+        for chunk in iter_chunks(sources, int(cfg.chunk_mb * (1 << 20)), bar.update):
+            if work.marker_name(chunk.source, chunk.index) not in skip:
+                yield chunk
+
+
+def _run_pass(
+    desc: str, sources: list[Source], cfg: PreprocessConfig, ctx: work.WorkerContext,
+    workers: int, fn: Callable[[Chunk], dict], on_result: Callable[[dict], int],
+    wanted: Callable[[Chunk], bool],
+) -> None:  # fmt: skip
+    """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled."""
+    total = sum(s.size for s in sources)
+    rows, t0 = 0, time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with Arrow threads
+    with (
+        tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
+             mininterval=1.0) as bar,
+        ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker,
+                            initargs=(ctx,)) as pool,
+    ):  # fmt: skip
+        pending: set[Future] = set()
+
+        def collect(futures: set[Future]) -> None:
+            nonlocal rows
+            for fut in futures:
+                rows += on_result(fut.result())
+            bar.set_postfix(rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
+
+        try:
+            for chunk in iter_chunks(sources, int(cfg.chunk_mb * (1 << 20)), bar.update):
+                if not wanted(chunk):
+                    continue
+                while len(pending) > workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    collect(done)
+                pending.add(pool.submit(fn, chunk))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                collect(done)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _vocabularies(
+    cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
+    workers: int,
+) -> Path:  # fmt: skip
+    """Vocabulary directory: reused (vocab_from, or a resumed run), or counted now."""
+    if cfg.vocab_from:
+        directory = Path(cfg.vocab_from).expanduser() / "vocab"
+        if load_vocabularies(directory, SPARSE_NAMES) is None:
+            raise PreprocessError(f"vocab_from: no vocabulary at {directory}")
+        return directory
+    directory = staging / "vocab"
+    if load_vocabularies(directory, SPARSE_NAMES) is not None:
+        return directory
+    counters = [ValueCounter() for _ in SPARSE_NAMES]
+    seen = {"rows_in": 0, "rejected": 0, "rows": 0}
+
+    def on_result(res: dict) -> int:
+        for counter, (keys, counts) in zip(counters, res["counts"], strict=True):
+            counter.add(keys, counts)
+        for k in seen:
+            seen[k] += res[k]
+        if seen["rows_in"] >= EARLY_ABORT_ROWS:
+            check_bad_fraction(seen["rows_in"], seen["rejected"], cfg.max_bad_fraction,
+                               "a hash-mode or a verbose run")  # fmt: skip
+        return res["rows_in"]
+
+    _run_pass("counting values", sources, cfg, ctx, workers, work.count_chunk, on_result,
+              lambda c: ctx.plan.has_train(c.source, c.first_line))  # fmt: skip
+    vocabs = [c.vocabulary(cfg.frequency_threshold) for c in counters]
+    info = {
+        "frequency_threshold": cfg.frequency_threshold, "train_rows_counted": seen["rows"],
+        "distinct": {n: c.distinct for n, c in zip(SPARSE_NAMES, counters, strict=True)},
+        "kept": {n: len(v) for n, v in zip(SPARSE_NAMES, vocabs, strict=True)},
+    }  # fmt: skip
+    save_vocabularies(directory, SPARSE_NAMES, vocabs, info)
+    return directory
+
+
+def _convert(
+    cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
+    workers: int,
+) -> RunTotals:  # fmt: skip
+    """The transform pass; chunks finished by an earlier (killed) run are read back, not redone."""
+    totals = RunTotals()
+    done = set()
+    for marker in sorted((staging / work.MARKERS).glob("*.json")):
+        totals.add(json.loads(marker.read_text()))
+        done.add(marker.stem)
+
+    def on_result(stats: dict) -> int:
+        totals.add(stats)
+        if totals.rows_in >= EARLY_ABORT_ROWS:
+            check_bad_fraction(totals.rows_in, totals.rejected_total, cfg.max_bad_fraction,
+                               str(staging / work.REJECTS))  # fmt: skip
+        return stats["rows_in"]
+
+    _run_pass("converting", sources, cfg, ctx, workers, work.convert_chunk, on_result,
+              lambda c: work.marker_name(c.source, c.index) not in done)  # fmt: skip
+    return totals
+
+
+def _transform(cfg: PreprocessConfig, plan: SplitPlan) -> dict:
+    """A description of the transform, stored in the manifest."""
+    out = {
+        "tool": "recsys-preprocess", "layout": cfg.layout if cfg.labelled else "unlabelled",
+        "dense": "missing -> 0, negative -> 0, log(1 + x), float32",
+        "categorical": cfg.categorical,
+        "ids": "0 = missing, 1 = out of vocabulary, 2.. = values seen >= frequency_threshold "
+        "times in train (sorted by value; vocab/C<k>.npy)" if cfg.categorical == "vocab"
+        else "0 = missing, 1 + (value mod max_ind_range) otherwise",
+        "splits": plan.layout + ": " + str(plan.bounds),
+        "negative_sample_rate": cfg.negative_sample_rate,
+    }  # fmt: skip
+    if cfg.categorical == "vocab":
+        out["frequency_threshold"] = cfg.frequency_threshold
+        out["vocab_from"] = cfg.vocab_from
+    else:
+        out["max_ind_range"] = dict(zip(SPARSE_NAMES, ranges(cfg), strict=True))
+    return out
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename the finished staging directory into place (replacing an older data set)."""
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, target)

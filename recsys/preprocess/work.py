@@ -1,0 +1,153 @@
+"""What a worker process does with one chunk: count its values, or convert and write it.
+
+Each converted chunk becomes one Parquet part per split it touches
+(`<split>/part-<source>-<chunk>.parquet`), a rejects file when it had bad lines, and last a
+marker `_chunks/<source>-<chunk>.json` holding its counts: a chunk with a marker is finished, so a
+resumed run skips it. Parts are written under a temporary name and renamed, so a killed worker
+leaves no half part behind a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.data.schema import ROW_GROUP_ROWS
+from recsys.preprocess.parse import DENSE_NAMES, SPARSE_NAMES, ParsedBlock, parse_chunk
+from recsys.preprocess.sources import Chunk
+from recsys.preprocess.splits import SPLITS, TRAIN, SplitPlan
+from recsys.preprocess.transform import CategoricalMap, dense_transform
+from recsys.preprocess.vocab import chunk_counts, load_vocabularies
+from recsys.utils.atomic import atomic_write_json
+
+MARKERS = "_chunks"
+REJECTS = "rejects"
+
+
+@dataclass
+class WorkerContext:
+    """Everything a worker needs, sent once when the pool starts."""
+
+    staging: str
+    sources: list[str]
+    plan: SplitPlan
+    labelled: bool
+    mode: str = "hash"
+    ranges: list[int] | None = None
+    vocab_dir: str | None = None
+    negative_sample_rate: float = 1.0
+    seed: int = 0
+
+
+_ctx: WorkerContext | None = None
+_cmap: CategoricalMap | None = None
+
+
+def init_worker(ctx: WorkerContext) -> None:
+    """Pool initializer: keep the context; map the vocabularies (read-only, shared pages)."""
+    global _ctx, _cmap
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    _ctx = ctx
+    vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
+    _cmap = CategoricalMap(ctx.mode, ctx.ranges or [], vocabs)
+
+
+def marker_name(source: int, index: int) -> str:
+    return f"{source:03d}-{index:05d}"
+
+
+def count_chunk(chunk: Chunk) -> dict:
+    """Counting pass: value counts of the chunk's valid training rows, per feature."""
+    block = parse_chunk(chunk.data, chunk.first_line, _ctx.labelled)
+    block = block.take(_ctx.plan.assign(chunk.source, block.lines) == TRAIN)
+    counts = [chunk_counts(block.cats[f], block.cat_missing[f]) for f in range(len(SPARSE_NAMES))]
+    return {
+        "rows": block.rows,
+        "rows_in": block.rows_in,
+        "rejected": len(block.rejects),
+        "counts": counts,
+    }
+
+
+def convert_chunk(chunk: Chunk) -> dict:
+    """Transform pass: parse, split, down-sample, transform, write; return the chunk's counts."""
+    ctx = _ctx
+    staging = Path(ctx.staging)
+    name = marker_name(chunk.source, chunk.index)
+    block = parse_chunk(chunk.data, chunk.first_line, ctx.labelled)
+    stats = {
+        "rows_in": block.rows_in,
+        "rejected": _count(reason for _, reason, _ in block.rejects),
+        "repaired": block.repaired,
+        "splits": {},
+        "missing": {},
+    }
+    if block.rejects:
+        _write_rejects(staging / REJECTS / f"part-{name}.jsonl", ctx.sources[chunk.source], block)
+    split = ctx.plan.assign(chunk.source, block.lines)
+    keep = _downsample(block, split, chunk)
+    stats["downsampled"] = int(block.rows - keep.sum())
+    block, split = block.take(keep), split[keep]
+    stats["missing"] = dict(zip(DENSE_NAMES, block.dense_missing.sum(axis=1).tolist(), strict=True))
+    stats["missing"].update(zip(SPARSE_NAMES, block.cat_missing.sum(axis=1).tolist(), strict=True))
+    for code, split_name in enumerate(SPLITS):
+        rows = split == code
+        if rows.any():
+            part = block.take(rows)
+            rel = f"{split_name}/part-{name}.parquet"
+            _write_part(staging / rel, part)
+            stats["splits"][split_name] = {
+                "file": rel, "rows": part.rows, "positives": int(part.label.sum(dtype=np.int64)),
+            }  # fmt: skip
+    atomic_write_json(staging / MARKERS / f"{name}.json", stats)
+    return stats
+
+
+def _downsample(block: ParsedBlock, split: np.ndarray, chunk: Chunk) -> np.ndarray:
+    """Keep every row but a (1 - rate) share of training negatives, seeded per chunk."""
+    keep = np.ones(block.rows, dtype=bool)
+    rate = _ctx.negative_sample_rate
+    if rate < 1.0:
+        rng = np.random.default_rng([_ctx.seed, chunk.source, chunk.index])
+        drop = (split == TRAIN) & (block.label == 0) & (rng.random(block.rows) >= rate)
+        keep &= ~drop
+    return keep
+
+
+def _write_part(path: Path, block: ParsedBlock) -> None:
+    cols: dict[str, pa.Array] = {"label": pa.array(block.label, pa.int8())}
+    dense = dense_transform(block.dense)
+    for j, name in enumerate(DENSE_NAMES):
+        cols[name] = pa.array(dense[j])
+    for f, name in enumerate(SPARSE_NAMES):
+        cols[name] = pa.array(_cmap.apply(f, block.cats[f], block.cat_missing[f]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.table(cols), tmp, row_group_size=ROW_GROUP_ROWS, use_dictionary=False)
+    os.replace(tmp, path)
+
+
+def _write_rejects(path: Path, source: str, block: ParsedBlock) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"file": source, "line": line, "reason": reason,
+                    "text": text.decode("utf-8", "backslashreplace")})
+        for line, reason, text in block.rejects
+    ]  # fmt: skip
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
