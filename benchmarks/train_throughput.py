@@ -125,7 +125,38 @@ def bench_recsys(data_dir: Path, batch: int, optim: str, precision: str, args) -
             lambda: trainer.train_step(next(stream)), batch, warm, steps, args.repeats
         )
         rows.append(_row(f"recsys {optim} {precision}", batch, "included", rate, rates))
+        if args.profile:
+            rows[0]["profile_ms_per_step"] = profile_breakdown(
+                lambda: trainer.train_step(nxt()), steps=max(5, steps // 3)
+            )
     return rows
+
+
+# Op-name patterns -> where the time goes (first match wins; self CPU time per step).
+CATEGORIES = (
+    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
+    ("MLP activations", ("threshold_backward", "clamp_min", "aten::relu")),
+    ("embedding fwd+bwd+update (fbgemm)", ("fbgemm::", "split_embedding")),
+    ("interaction (bmm, pair select)", ("aten::bmm", "index_select", "index_add", "aten::cat")),
+    ("dense optimizer", ("Optimizer.step", "_foreach", "aten::add_", "aten::mul_", "lerp", "sqrt")),
+    ("KJT / dist plumbing", ("all2all", "alltoall", "allreduce", "c10d", "dist", "permute")),
+)
+
+
+def profile_breakdown(step: Callable[[], None], steps: int) -> dict[str, float]:
+    """Self CPU ms per step by category, from torch.profiler over `steps` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals = {name: 0.0 for name, _ in CATEGORIES} | {"other": 0.0}
+    for ev in prof.key_averages():
+        cat = next((c for c, pats in CATEGORIES if any(p in ev.key for p in pats)), "other")
+        totals[cat] += ev.self_cpu_time_total / 1000 / steps
+    out = {k: round(v, 2) for k, v in totals.items()}
+    print("    profile, self CPU ms/step: " + ", ".join(f"{k} {v}" for k, v in out.items()))
+    return out
 
 
 def reference_inputs(batches: list[Batch]) -> list[tuple]:
@@ -201,6 +232,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    p.add_argument("--profile", action="store_true", help="add a where-the-time-goes profile")
     p.add_argument("--skip", nargs="*", default=[], help="row groups to skip: reference mlp "
                    "sgd default bf16")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
