@@ -184,7 +184,9 @@ class ParquetBatchLoader:
                 arr = next(multi)
                 offsets = arr.offsets.to_numpy()
                 lengths.append(torch.from_numpy(np.diff(offsets)))
-                values.append(torch.from_numpy(arr.flatten().to_numpy()))
+                values.append(
+                    torch.from_numpy(np.require(arr.flatten().to_numpy(), requirements="W"))
+                )
             else:
                 values.append(ids_t[next(single)])
                 lengths.append(self._unit_lengths(n))

@@ -69,7 +69,7 @@ def test_interaction_variants_train(kind, self_terms):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
 
 
