@@ -27,6 +27,14 @@ train: install
 test: install
 	$(PY) -m pytest -q $(ARGS)
 
+# Benchmarks print tables and write JSON to benchmarks/results/ (numbers go to docs/benchmarks.md).
+# Run them on a quiet machine; they are never part of `make test`.
+bench: install
+	$(PY) -m benchmarks.train_throughput --profile
+	$(PY) -m benchmarks.data_throughput
+	$(PY) -m benchmarks.quality
+	$(PY) benchmarks/preprocess.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

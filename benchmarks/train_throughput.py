@@ -10,9 +10,14 @@ Rows of the table (each at every `--batch`):
   recsys ...     the real training step (`Trainer.train_step` built by `recsys.builders`): DMP,
                  fused fbgemm embedding update in the backward; `sgd` = fused SGD tables + SGD
                  dense (the reference's work), `default` = row-wise Adagrad + Adam; loader
-                 excluded (batches in memory) or included (the Parquet loader with its prefetch)
+                 excluded (batches in memory) or included (the Parquet loader with its prefetch);
+                 `bf16` = autocast of the dense layers
 
-    python -m benchmarks.train_throughput                 # full table, JSON in results/
+All variants of a batch size are timed in interleaved rounds (each variant once per round, in
+turn), and the speed-up is the median of per-round ratios to the reference: on a shared 2-vCPU
+machine whose speed drifts by +-30% between minutes, only side-by-side ratios are stable.
+
+    python -m benchmarks.train_throughput --profile       # full table, JSON in results/
     python -m benchmarks.train_throughput --batch 2048 --quick
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 
 from benchmarks.machine import machine_info
 from benchmarks.reference_dlrm import ReferenceDLRM
@@ -47,6 +53,7 @@ BOTTOM = [512, 256, 64]  # + DIM
 TOP = [512, 256]  # + 1
 NUM_DENSE = 13
 RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE = "reference (nn.EmbeddingBag sparse + SGD)"
 
 
 def write_kaggle_shape_dataset(directory: Path, rows: int, seed: int = 0) -> None:
@@ -83,19 +90,6 @@ def recsys_config(data_dir: Path, batch: int, optim: str, precision: str) -> Tra
     return cfg
 
 
-def timed_rate(step: Callable[[], None], batch: int, warmup: int, steps: int, repeats: int):
-    """Median samples/s over `repeats` blocks of `steps` steps, after `warmup` steps."""
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(batch * steps / (time.perf_counter() - t0))
-    return statistics.median(rates), rates
-
-
 def cycling(items: list) -> Callable[[], object]:
     """A function returning the items in turn, forever."""
     return itertools.cycle(items).__next__
@@ -106,30 +100,113 @@ def loader_batches(loader) -> Iterator[Batch]:
         yield from loader
 
 
-def bench_recsys(data_dir: Path, batch: int, optim: str, precision: str, args) -> list[dict]:
-    """Loader excluded and included for one recsys configuration."""
+Variants = dict[str, Callable[[], None]]
+
+
+def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) -> Variants:
+    """fp32/bf16 x loader excluded/included steps of one recsys trainer (the real train_step)."""
     env = init_distributed("gloo", "cpu", 600)
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(recsys_config(data_dir, batch, optim, precision), Path(run_dir),
-                                env, config_yaml="")  # fmt: skip
-        stream = loader_batches(trainer.train_loader)
-        in_memory = [next(stream) for _ in range(16)]
-        nxt = cycling(in_memory)
-        warm, steps = args.warmup(batch), args.steps(batch)
-        rows = []
-        rate, rates = timed_rate(
-            lambda: trainer.train_step(nxt()), batch, warm, steps, args.repeats
-        )
-        rows.append(_row(f"recsys {optim} {precision}", batch, "excluded", rate, rates))
-        rate, rates = timed_rate(
-            lambda: trainer.train_step(next(stream)), batch, warm, steps, args.repeats
-        )
-        rows.append(_row(f"recsys {optim} {precision}", batch, "included", rate, rates))
-        if args.profile:
-            rows[0]["profile_ms_per_step"] = profile_breakdown(
-                lambda: trainer.train_step(nxt()), steps=max(5, steps // 3)
-            )
-    return rows
+    run_dir = tempfile.mkdtemp()
+    trainer = build_trainer(recsys_config(data_dir, batch, optim, "fp32"), Path(run_dir), env,
+                            config_yaml="")  # fmt: skip
+    keep.append(trainer)
+    stream = loader_batches(trainer.train_loader)
+    nxt = cycling([next(stream) for _ in range(16)])
+
+    def step(precision: str, included: bool) -> Callable[[], None]:
+        def run() -> None:
+            trainer.settings.precision = precision
+            trainer.train_step(next(stream) if included else nxt())
+
+        return run
+
+    out: Variants = {}
+    for precision in ("fp32", "bf16") if optim == "sgd" else ("fp32",):
+        if precision == "bf16" and "bf16" in args.skip:
+            continue
+        out[f"recsys {optim} {precision} | loader excluded"] = step(precision, False)
+        out[f"recsys {optim} {precision} | loader included"] = step(precision, True)
+    return out
+
+
+def reference_variant(batches: list[Batch], keep: list) -> Variants:
+    model = ReferenceDLRM(NUM_DENSE, CRITEO_KAGGLE_CARDINALITIES, DIM, BOTTOM, TOP)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    keep.append(model)
+    loss_fn = torch.nn.BCELoss(reduction="mean")
+    nxt = cycling(reference_inputs(batches))
+
+    def step() -> None:
+        dense, offs, idx, labels = nxt()
+        opt.zero_grad()
+        loss = loss_fn(model(dense, offs, idx), labels)
+        loss.backward()
+        opt.step()
+
+    return {REFERENCE: step}
+
+
+def reference_inputs(batches: list[Batch]) -> list[tuple]:
+    """(dense, offsets per table, indices per table, labels) from recsys batches."""
+    out = []
+    for b in batches:
+        per_feature = list(b.sparse.to_dict().values())
+        offs = [jt.offsets()[:-1].contiguous() for jt in per_feature]
+        idx = [jt.values().contiguous() for jt in per_feature]
+        out.append((b.dense, offs, idx, b.labels))
+    return out
+
+
+def mlp_only_variants(batch: int) -> Variants:
+    """The dense MLPs alone (forward + backward + SGD) in fp32 and bf16: the dense-math floor."""
+    f = len(CRITEO_KAGGLE_CARDINALITIES) + 1
+    bottom = torch.nn.Sequential(*_linear_relu([NUM_DENSE, *BOTTOM, DIM]))
+    top = torch.nn.Sequential(*_linear_relu([DIM + f * (f - 1) // 2, *TOP, 1]))
+    opt = torch.optim.SGD([*bottom.parameters(), *top.parameters()], lr=0.1)
+    dense = torch.randn(batch, NUM_DENSE)
+    inter = torch.randn(batch, f * (f - 1) // 2)
+    labels = (torch.rand(batch) < 0.25).float()
+
+    def step(precision: str) -> Callable[[], None]:
+        def run() -> None:
+            opt.zero_grad()
+            bf16 = precision == "bf16"
+            ctx = torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with ctx:
+                logit = top(torch.cat([bottom(dense), inter], 1)).squeeze(-1)
+            F.binary_cross_entropy_with_logits(logit.float(), labels).backward()
+            opt.step()
+
+        return run
+
+    return {"mlp-only fp32": step("fp32"), "mlp-only bf16": step("bf16")}
+
+
+def _linear_relu(sizes: list[int]) -> list[torch.nn.Module]:
+    layers: list[torch.nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return layers
+
+
+def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds: int):
+    """Time every variant once per round, in turn, so all see the same machine conditions.
+
+    Returns {name: [samples/s per round]}.
+    """
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates[name].append(batch * steps / (time.perf_counter() - t0))
+    return rates
 
 
 # Op-name patterns -> where the time goes (first match wins; self CPU time per step).
@@ -159,114 +236,66 @@ def profile_breakdown(step: Callable[[], None], steps: int) -> dict[str, float]:
     return out
 
 
-def reference_inputs(batches: list[Batch]) -> list[tuple]:
-    """(dense, offsets per table, indices per table, labels) from recsys batches."""
-    out = []
-    for b in batches:
-        per_feature = list(b.sparse.to_dict().values())
-        offs = [jt.offsets()[:-1].contiguous() for jt in per_feature]
-        idx = [jt.values().contiguous() for jt in per_feature]
-        out.append((b.dense, offs, idx, b.labels))
-    return out
-
-
-def bench_reference(batches: list[Batch], batch: int, args) -> dict:
-    model = ReferenceDLRM(NUM_DENSE, CRITEO_KAGGLE_CARDINALITIES, DIM, BOTTOM, TOP)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss_fn = torch.nn.BCELoss(reduction="mean")
-    nxt = cycling(reference_inputs(batches))
-
-    def step() -> None:
-        dense, offs, idx, labels = nxt()
-        opt.zero_grad()
-        loss = loss_fn(model(dense, offs, idx), labels)
-        loss.backward()
-        opt.step()
-
-    rate, rates = timed_rate(step, batch, args.warmup(batch), args.steps(batch), args.repeats)
-    return _row("reference (nn.EmbeddingBag sparse + SGD)", batch, "excluded", rate, rates)
-
-
-def bench_mlp_only(batch: int, precision: str, args) -> dict:
-    f = len(CRITEO_KAGGLE_CARDINALITIES) + 1
-    bottom = torch.nn.Sequential(*_linear_relu([NUM_DENSE, *BOTTOM, DIM]))
-    top = torch.nn.Sequential(*_linear_relu([DIM + f * (f - 1) // 2, *TOP, 1]))
-    opt = torch.optim.SGD([*bottom.parameters(), *top.parameters()], lr=0.1)
-    dense = torch.randn(batch, NUM_DENSE)
-    inter = torch.randn(batch, f * (f - 1) // 2)
-    labels = (torch.rand(batch) < 0.25).float()
-
-    def autocast() -> contextlib.AbstractContextManager:
-        bf16 = precision == "bf16"
-        return torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-    def step() -> None:
-        opt.zero_grad()
-        with autocast():
-            x = bottom(dense)
-            logit = top(torch.cat([x, inter], 1)).squeeze(-1)
-        torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), labels).backward()
-        opt.step()
-
-    rate, rates = timed_rate(step, batch, args.warmup(batch), args.steps(batch), args.repeats)
-    return _row(f"mlp-only {precision}", batch, "n/a", rate, rates)
-
-
-def _linear_relu(sizes: list[int]) -> list[torch.nn.Module]:
-    layers: list[torch.nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    return layers
-
-
-def _row(name: str, batch: int, loader: str, rate: float, rates: list[float]) -> dict:
-    return {"model": name, "batch": batch, "loader": loader, "samples_per_s": round(rate, 1),
-            "blocks": [round(r, 1) for r in rates]}  # fmt: skip
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", default=[2048, 128])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     p.add_argument("--profile", action="store_true", help="add a where-the-time-goes profile")
-    p.add_argument("--skip", nargs="*", default=[], help="row groups to skip: reference mlp "
-                   "sgd default bf16")  # fmt: skip
+    p.add_argument("--skip", nargs="*", default=[], help="variants to skip: mlp default bf16")
     p.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     scale = 0.2 if args.quick else 1.0
-    args.warmup = lambda b: max(3, int((10 if b >= 1024 else 40) * scale))
-    args.steps = lambda b: max(5, int((30 if b >= 1024 else 300) * scale))
-
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "kaggle_shape"
         write_kaggle_shape_dataset(data_dir, rows=max(args.batch) * 160)
         for batch in args.batch:
-            if "reference" not in args.skip:
-                batches = _first_batches(data_dir, batch)
-                rows.append(bench_reference(batches, batch, args))
-                _print(rows[-1])
-                gc.collect()
-            for precision in ("fp32", "bf16"):
-                if "mlp" not in args.skip and (precision == "fp32" or "bf16" not in args.skip):
-                    rows.append(bench_mlp_only(batch, precision, args))
-                    _print(rows[-1])
-            for optim, precision in (("sgd", "fp32"), ("default", "fp32"), ("sgd", "bf16")):
-                if optim in args.skip or (precision == "bf16" and "bf16" in args.skip):
-                    continue
-                for row in bench_recsys(data_dir, batch, optim, precision, args):
-                    rows.append(row)
-                    _print(row)
-                gc.collect()
-    _summarise(rows)
+            keep: list = []  # models stay alive for the whole batch size, then are freed
+            variants = reference_variant(_first_batches(data_dir, batch), keep)
+            if "mlp" not in args.skip:
+                variants |= mlp_only_variants(batch)
+            for optim in ("sgd", "default"):
+                if optim not in args.skip:
+                    variants |= recsys_variants(data_dir, batch, optim, args, keep)
+            big = batch >= 1024
+            warmup = max(3, int((10 if big else 40) * scale))
+            steps = max(5, int((20 if big else 200) * scale))
+            rates = interleaved(variants, batch, warmup, steps, args.rounds)
+            rows += _rows(batch, rates)
+            if args.profile:
+                for name in [n for n in variants if n.endswith("excluded")]:
+                    print(f"{name}, batch {batch}:")
+                    row = next(r for r in rows if r["batch"] == batch and r["variant"] == name)
+                    row["profile_ms_per_step"] = profile_breakdown(variants[name], steps)
+            del variants, keep
+            gc.collect()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(args.threads), "rows": rows}, indent=2))
     print(f"wrote {args.out}")
+
+
+def _rows(batch: int, rates: dict[str, list[float]]) -> list[dict]:
+    """Median samples/s per variant and the median per-round ratio to the reference."""
+    ref = rates[REFERENCE]
+    rows = []
+    print(f"\nbatch {batch}: median over {len(ref)} interleaved rounds")
+    for name, rs in rates.items():
+        ratio = statistics.median(r / q for r, q in zip(rs, ref, strict=True))
+        rows.append(
+            {
+                "variant": name,
+                "batch": batch,
+                "samples_per_s": round(statistics.median(rs), 1),
+                "vs_reference": round(ratio, 2),
+                "rounds": [round(r, 1) for r in rs],
+            }
+        )
+        print(f"  {name:<40} {rows[-1]['samples_per_s']:>10,.0f} samples/s  "
+              f"{ratio:5.2f}x reference", flush=True)  # fmt: skip
+    return rows
 
 
 def _first_batches(data_dir: Path, batch: int, n: int = 16) -> list[Batch]:
@@ -281,21 +310,6 @@ def _first_batches(data_dir: Path, batch: int, n: int = 16) -> list[Batch]:
         if len(out) == n:
             break
     return out
-
-
-def _print(row: dict) -> None:
-    print(f"{row['model']:<42} batch {row['batch']:>5}  loader {row['loader']:<8} "
-          f"{row['samples_per_s']:>10,.0f} samples/s", flush=True)  # fmt: skip
-
-
-def _summarise(rows: list[dict]) -> None:
-    ref = {r["batch"]: r["samples_per_s"] for r in rows if r["model"].startswith("reference")}
-    print("\nspeed-up over the reference (same batch):")
-    for r in rows:
-        if r["batch"] in ref and not r["model"].startswith("reference"):
-            r["vs_reference"] = round(r["samples_per_s"] / ref[r["batch"]], 2)
-            print(f"  {r['model']:<30} batch {r['batch']:>5} loader {r['loader']:<8} "
-                  f"{r['vs_reference']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ class DotInteraction(nn.Module):
         combined = torch.cat([dense.unsqueeze(1), sparse], dim=1)  # [B, F+1, D]
         # A contiguous right operand lets the batched GEMM skip a strided copy per sample.
         gram = torch.bmm(combined, combined.transpose(1, 2).contiguous())  # [B, F+1, F+1]
-        return torch.cat([dense, gram.flatten(1).index_select(1, self.pairs)], dim=1)
+        # The pair selection runs in fp32 even under bf16 autocast: CPU bf16 index_select and
+        # its backward (index_add) are several times slower than fp32 ones plus the casts.
+        pairs = gram.float().flatten(1).index_select(1, self.pairs)  # [B, P]
+        return torch.cat([dense.to(pairs.dtype), pairs], dim=1)
 
 
 class ConcatInteraction(nn.Module):
