@@ -16,7 +16,7 @@ from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.models.interaction import make_interaction
 
@@ -56,6 +56,7 @@ class DLRM(nn.Module):
             raise ValueError(f"DLRM needs one embedding dim for all tables, got {sorted(dims)}")
         dim = dims.pop()
         self.feature_names = [f for t in tables for f in t.feature_names]
+        self._orders: dict[tuple[str, ...], torch.Tensor] = {}  # output key order -> permutation
         self.embedding_bag_collection = EmbeddingBagCollection(
             tables=tables, device=torch.device(embedding_device)
         )
@@ -70,6 +71,22 @@ class DLRM(nn.Module):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         dense_out = self.bottom_mlp(dense)  # [B, D]
         pooled = self.embedding_bag_collection(sparse)  # KeyedTensor, [B, F * D]
-        b = dense_out.shape[0]
-        emb = pooled.values().reshape(b, len(self.feature_names), -1)  # [B, F, D]
+        emb = self._in_feature_order(pooled, dense_out.shape[0])  # [B, F, D]
         return self.top_mlp(self.interaction(dense_out, emb)).squeeze(-1)  # [B]
+
+    def _in_feature_order(self, pooled: KeyedTensor, batch: int) -> torch.Tensor:
+        """[B, F, D] in the model's feature order.
+
+        A sharded collection returns its keys grouped by shard (e.g. rank 0's tables first),
+        so the order depends on the sharding plan; the interaction must not.
+        """
+        keys = pooled.keys()
+        emb = pooled.values().reshape(batch, len(keys), -1)  # [B, F, D] in the output's order
+        if keys == self.feature_names:
+            return emb
+        order = self._orders.get(tuple(keys))
+        if order is None:
+            position = {k: i for i, k in enumerate(keys)}
+            order = torch.tensor([position[f] for f in self.feature_names], device=emb.device)
+            self._orders[tuple(keys)] = order
+        return emb.index_select(1, order)
