@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.recsys-installed
-KERNEL_SOURCES := $(wildcard kernels/csrc/*.cpp kernels/csrc/*.h)
+KERNEL_SOURCES := $(wildcard kernels/csrc/*.cpp kernels/csrc/*.h kernels/csrc/*.inc kernels/build.py)
 
 .PHONY: install train test lint bench clean
 

@@ -1,0 +1,208 @@
+"""Our int8/int4 embedding bags against FBGEMM's own operators, on every dispatch path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fbgemm_gpu  # noqa: F401  (registers torch.ops.quantized.* prepack/lookup ops)
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import ops
+from tests.conftest import REPO
+
+PATHS = [p for p in ("scalar", "avx2", "avx512") if ops.set_isa(p) == p]
+ops.set_isa("auto")
+
+
+@pytest.fixture(params=PATHS)
+def isa(request):
+    ops.set_isa(request.param)
+    yield request.param
+    ops.set_isa("auto")
+
+
+def fbgemm_int8(packed, indices, offsets, weights, include_last):
+    return torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+        packed, indices, offsets, False, 0, False, weights, None, include_last
+    )
+
+
+def fbgemm_int4(packed, indices, offsets, weights, include_last):
+    return torch.ops.quantized.embedding_bag_4bit_rowwise_offsets(
+        packed, indices, offsets, False, 0, False, weights, None, include_last
+    )
+
+
+@st.composite
+def bags(draw, even_dim: bool):
+    rows = draw(st.integers(1, 300))
+    dim = draw(st.integers(1, 70)) * (2 if even_dim else 1)
+    lengths = draw(st.lists(st.integers(0, 12), min_size=1, max_size=20))  # 0 = empty bag
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(rows, dim, generator=g) * draw(st.sampled_from([0.01, 1.0, 30.0]))
+    n = sum(lengths)
+    index_dtype = draw(st.sampled_from([torch.int32, torch.int64]))
+    indices = torch.randint(0, rows, (n,), generator=g, dtype=torch.int64).to(index_dtype)
+    ends = torch.tensor(lengths).cumsum(0)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), ends]).to(index_dtype)
+    weights = torch.rand(n, generator=g) if draw(st.booleans()) else None
+    include_last = draw(st.booleans())
+    return table, indices, offsets if include_last else offsets[:-1], weights, include_last
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(case=bags(even_dim=False))
+def test_int8_matches_fbgemm_on_every_path(case):
+    table, indices, offsets, weights, last = case
+    packed = torch.ops.quantized.embedding_bag_byte_prepack(table)
+    expected = fbgemm_int8(packed, indices, offsets, weights, last)
+    for path in PATHS:
+        ops.set_isa(path)
+        got = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
+                                     include_last_offset=last)  # fmt: skip
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4, msg=path)
+    ops.set_isa("auto")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(case=bags(even_dim=True))
+def test_int4_matches_fbgemm_on_every_path(case):
+    table, indices, offsets, weights, last = case
+    packed = torch.ops.quantized.embedding_bag_4bit_prepack(table)
+    expected = fbgemm_int4(packed, indices, offsets, weights, last)
+    for path in PATHS:
+        ops.set_isa(path)
+        got = ops.embedding_bag_int4(packed, indices, offsets, per_sample_weights=weights,
+                                     include_last_offset=last)  # fmt: skip
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4, msg=path)
+    ops.set_isa("auto")
+
+
+def test_mean_pooling_lengths_and_empty_bags(isa):
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(50, 19, generator=g)
+    packed = ops.quantize_int8(table)
+    lengths = torch.tensor([3, 0, 5, 1])
+    indices = torch.randint(0, 50, (9,), generator=g)
+    got = ops.embedding_bag_int8(packed, indices, lengths=lengths, mode="mean")
+    offsets = torch.tensor([0, 3, 3, 8])
+    expected = F.embedding_bag(indices, ops.dequantize_int8(packed), offsets, mode="mean")
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[1], torch.zeros(19))  # empty bag
+
+
+def test_batched_tables_write_the_concatenated_output(isa):
+    g = torch.Generator().manual_seed(2)
+    dims, rows, batch = [4, 16, 33], [10, 200, 7], 6
+    tables = [ops.quantize_int8(torch.randn(r, d, generator=g))
+              for r, d in zip(rows, dims, strict=True)]  # fmt: skip
+    lengths = [torch.randint(0, 4, (batch,), generator=g) for _ in dims]
+    ids = [torch.randint(0, r, (int(n.sum()),), generator=g)
+           for r, n in zip(rows, lengths, strict=True)]  # fmt: skip
+    flat_lengths = torch.cat(lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), flat_lengths.cumsum(0)])
+    got = ops.embedding_bags(tables, dims, torch.cat(ids), offsets, names=["a", "b", "c"])
+    expected = torch.cat([ops.embedding_bag_int8(t, i, lengths=n)
+                          for t, i, n in zip(tables, ids, lengths, strict=True)], 1)  # fmt: skip
+    assert got.shape == (batch, sum(dims))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_quantization_error_bounds():
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(400, 64, generator=g) * torch.rand(400, 1, generator=g) * 10
+    lo, hi = table.min(1, keepdim=True).values, table.max(1, keepdim=True).values
+    err8 = (ops.dequantize_int8(ops.quantize_int8(table)) - table).abs()
+    assert torch.all(err8 <= (hi - lo) / 255 / 2 * (1 + 1e-4) + 1e-6)
+    packed4 = ops.quantize_int4(table)
+    err4 = (ops.dequantize_int4(packed4) - table).abs()
+    scale = ((hi - lo.half().float()) / 15).half().float()
+    clamp = (hi - 15 * scale - lo.half().float()).clamp(min=0)
+    bound = scale / 2 + (lo - lo.half().float()).abs() + clamp
+    assert torch.all(err4 <= bound * (1 + 1e-3) + 1e-6)
+    # Our packing reads back through FBGEMM's own lookup.
+    one = torch.arange(400)
+    torch.testing.assert_close(
+        fbgemm_int4(packed4, one, one, None, False), ops.dequantize_int4(packed4)
+    )
+
+
+def test_hugepage_table_gives_the_same_results():
+    g = torch.Generator().manual_seed(4)
+    packed = ops.quantize_int8(torch.randn(5000, 32, generator=g))
+    moved = ops.to_hugepages(packed)
+    assert moved.data_ptr() % (2 << 20) == 0 and torch.equal(moved, packed)
+    idx = torch.randint(0, 5000, (300,), generator=g)
+    off = torch.arange(0, 300, 3)
+    assert torch.equal(ops.embedding_bag_int8(moved, idx, off),
+                       ops.embedding_bag_int8(packed, idx, off))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("indices", "offsets", "weights", "message"),
+    [
+        ([0, -1, 2], [0, 2], None, r"table 't_C7': index -1 at position 1"),
+        ([0, 1, 50], [0, 2], None, r"table 't_C7': index 50 at position 2 is outside"),
+        ([0, 1, 2], [0, 2, 1], None, r"table 't_C7': offsets decrease .* bag 1"),
+        ([0, 1, 2], [0, 5], None, r"table 't_C7': offsets run past the 3 indices"),
+        ([0, 1, 2], [0, 1], [0.5, 0.5], r"table 't_C7': per_sample_weights .* \(3\)"),
+    ],
+)
+def test_bad_input_raises_naming_table_and_position(indices, offsets, weights, message, isa):
+    packed = ops.quantize_int8(torch.randn(50, 8))
+    w = None if weights is None else torch.tensor(weights)
+    with pytest.raises(RuntimeError, match=message):
+        ops.embedding_bag_int8(packed, torch.tensor(indices), torch.tensor(offsets),
+                               per_sample_weights=w, table="t_C7")  # fmt: skip
+
+
+def test_forced_path_never_exceeds_the_cpu():
+    best = ops.best_isa()
+    assert ops.set_isa("avx512") in ("avx512", "avx2", "scalar")
+    assert ops.current_isa() == ("avx512" if best == "avx512" else ops.current_isa())
+    ops.set_isa("auto")
+    assert ops.current_isa() == best
+    with pytest.raises(RuntimeError, match="unknown ISA 'sse9'"):
+        ops.set_isa("sse9")
+
+
+def test_env_var_forces_a_path_in_a_fresh_process():
+    code = "from kernels import ops; print(ops.current_isa())"
+    env = {"RECSYS_KERNELS_ISA": "scalar", "PATH": "/usr/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env=env, check=True)  # fmt: skip
+    assert out.stdout.strip() == "scalar"
+
+
+def test_ops_survive_export_and_script():
+    packed = ops.quantize_int8(torch.randn(20, 8))
+
+    class Lookup(torch.nn.Module):
+        def forward(self, w: torch.Tensor, i: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+            return torch.ops.recsys_kernels.embedding_bag_byte(w, i, o, 0, None, False, "t")
+
+    args = (packed, torch.tensor([1, 2, 3]), torch.tensor([0, 1]))
+    expected = Lookup()(*args)
+    exported = torch.export.export(Lookup(), args)
+    assert torch.equal(exported.module()(*args), expected)
+    scripted = torch.jit.script(Lookup())
+    assert torch.equal(scripted(*args), expected)
+
+
+def test_opcheck():
+    packed = ops.quantize_int8(torch.randn(20, 8))
+    torch.library.opcheck(torch.ops.recsys_kernels.embedding_bag_byte.default,
+                          (packed, torch.tensor([1, 2, 3]), torch.tensor([0, 1]), 0, None, False,
+                           "t"))  # fmt: skip
+
+
+def test_package_resolves_inside_the_repo():
+    import kernels
+
+    assert kernels.__file__.startswith(str(REPO / "kernels"))
