@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ["ops.cpp", "embedding_bag_ref.cpp", "embedding_bag_avx2.cpp", "embedding_bag_avx512.cpp"]
+SOURCES = [
+    "ops.cpp",
+    "dispatch.cpp",
+    "memory.cpp",
+    "embedding_bag_ref.cpp",
+    "embedding_bag_avx2.cpp",
+    "embedding_bag_avx512.cpp",
+]
 
 
 def kernel_extensions() -> tuple[list, dict]:
@@ -25,10 +32,11 @@ def kernel_extensions() -> tuple[list, dict]:
         extra_compile_args=[
             "-O3",
             "-fopenmp",
-            "-std=c++17",
+            "-std=c++20",
             "-Wno-psabi",
             "-Wno-maybe-uninitialized",
         ],
         extra_link_args=["-fopenmp"],
     )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=False)}
+    # Ninja (when installed) compiles the sources in parallel and, in-place, incrementally.
+    return [ext], {"build_ext": BuildExtension}

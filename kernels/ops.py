@@ -1,18 +1,15 @@
 """Python entry points of the embedding-bag kernels (torch.ops.recsys_kernels.*).
 
-Formats (byte-compatible with FBGEMM, so tables packed by FBGEMM's prepack ops load directly):
+Row formats (`format=`), byte-compatible with FBGEMM where named so tables packed by FBGEMM's
+prepack ops load directly:
 
-    int8: [D uint8 codes][fp32 scale][fp32 bias]               D + 8 bytes per row
-    int4: [ceil(D/2) bytes, two codes each][fp16 scale][fp16 bias]   ceil(D/2) + 4 bytes
+    int8      : [D uint8 codes][fp32 scale][fp32 bias]              D + 8 bytes (FBGEMM byte)
+    int8_half : [D uint8 codes][fp16 scale][fp16 bias]              D + 4 bytes (compact)
+    int4      : [ceil(D/2) bytes, two codes each][fp16 scale][fp16 bias]  (FBGEMM 4-bit)
 
 value = scale * code + bias. Pooling is a (weighted) sum or a mean over each bag; an empty bag
 gives zeros. Bags are given by offsets (with or without the trailing end offset) or lengths;
-indices and offsets are int32 or int64.
-
-Quantization error (quantize_* then dequantize_*, per row with min m and max M):
-    int8: |x - x'| <= (M - m) / 255 / 2, up to float32 rounding.
-    int4: |x - x'| <= s / 2 + |m - fp16(m)|, s = fp16((M - m) / 15), plus the clamp of a code at
-          15 when fp16 rounding of s makes 15 * s + fp16(m) < M (then <= M - 15 s - fp16(m)).
+indices and offsets are int32 or int64. `kernels.quant` packs fp32 tables (error bounds there).
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ _load_library()
 
 _ops = torch.ops.recsys_kernels
 MODES = {"sum": 0, "mean": 1}
+FORMATS = {"int8": 0, "int8_half": 1, "int4": 2}
 
 
 def _bags(
@@ -52,45 +50,47 @@ def _bags(
         ends = torch.cumsum(lengths.to(indices.dtype), 0).to(indices.dtype)
         offsets = torch.cat([ends.new_zeros(1), ends])
         include_last_offset = True
+    assert offsets is not None
     return indices.contiguous(), offsets.to(indices.dtype).contiguous(), include_last_offset
 
 
-def embedding_bag_int8(
+def embedding_bag(
     weight: torch.Tensor,
     indices: torch.Tensor,
     offsets: torch.Tensor | None = None,
     *,
-    lengths: torch.Tensor | None = None,
-    mode: str = "sum",
-    per_sample_weights: torch.Tensor | None = None,
-    include_last_offset: bool = False,
-    table: str = "",
-) -> torch.Tensor:
-    """Pooled rows of an int8 row-wise table: [num_bags, D] float32."""
-    indices, offsets, last = _bags(indices, offsets, lengths, include_last_offset)
-    return _ops.embedding_bag_byte(
-        weight, indices, offsets, MODES[mode], per_sample_weights, last, table
-    )
-
-
-def embedding_bag_int4(
-    weight: torch.Tensor,
-    indices: torch.Tensor,
-    offsets: torch.Tensor | None = None,
-    *,
+    format: str = "int8",
     lengths: torch.Tensor | None = None,
     mode: str = "sum",
     per_sample_weights: torch.Tensor | None = None,
     include_last_offset: bool = False,
     dim: int | None = None,
     table: str = "",
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Pooled rows of an int4 row-wise table: [num_bags, D] float32 (D even unless given)."""
+    """Pooled rows of one packed table: [num_bags, D] (float32 unless out_dtype).
+
+    `format` is "int8" (FBGEMM byte layout), "int8_half" (fp16 scale/bias) or "int4" (FBGEMM
+    4-bit layout); `dim` is needed only for an odd int4 dim. Bags come from offsets (with or
+    without the trailing end) or lengths.
+    """
     indices, offsets, last = _bags(indices, offsets, lengths, include_last_offset)
-    return _ops.embedding_bag_4bit(
-        weight, indices, offsets, MODES[mode], per_sample_weights, last, -1 if dim is None else dim,
-        table,
+    return _ops.embedding_bag(
+        weight, indices, offsets, FORMATS[format], -1 if dim is None else dim, MODES[mode],
+        per_sample_weights, last, table, out_dtype,
     )  # fmt: skip
+
+
+def embedding_bag_int8(weight: torch.Tensor, indices: torch.Tensor,
+                       offsets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:  # fmt: skip
+    """`embedding_bag` of an FBGEMM byte-rowwise table (D + 8 bytes per row)."""
+    return embedding_bag(weight, indices, offsets, format="int8", **kwargs)
+
+
+def embedding_bag_int4(weight: torch.Tensor, indices: torch.Tensor,
+                       offsets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:  # fmt: skip
+    """`embedding_bag` of an FBGEMM 4-bit table (ceil(D/2) + 4 bytes per row)."""
+    return embedding_bag(weight, indices, offsets, format="int4", **kwargs)
 
 
 def embedding_bags(
@@ -99,65 +99,31 @@ def embedding_bags(
     indices: torch.Tensor,
     offsets: torch.Tensor,
     *,
-    bits: int = 8,
+    format: str = "int8",
     mode: str = "sum",
     per_sample_weights: torch.Tensor | None = None,
     names: list[str] | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """All of a model's tables in one call (TBE layout): offsets [T * B + 1] over the indices
-    concatenated table after table; returns [B, sum(dims)] in table order."""
-    if bits not in (4, 8):
-        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    concatenated table after table; returns [B, sum(dims)] in table order, the interaction
+    layer's input."""
     names = names if names is not None else [f"table{t}" for t in range(len(tables))]
     return _ops.embedding_bags_batched(
-        tables, dims, bits, indices.contiguous(), offsets.to(indices.dtype).contiguous(),
-        MODES[mode], per_sample_weights, names,
+        tables, dims, FORMATS[format], indices.contiguous(),
+        offsets.to(indices.dtype).contiguous(), MODES[mode], per_sample_weights, names, out_dtype,
     )  # fmt: skip
-
-
-def quantize_int8(weight: torch.Tensor) -> torch.Tensor:
-    """fp32 [N, D] -> packed int8 rows [N, D + 8] (FBGEMM byte layout)."""
-    w = weight.detach().float()
-    lo, hi = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
-    scale = (hi - lo) / 255.0
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.clamp(torch.round((w - lo) / safe), 0, 255).to(torch.uint8)
-    tail = torch.cat([scale, lo], 1).contiguous().view(torch.uint8)  # fp32 scale, fp32 bias
-    return torch.cat([codes, tail], 1).contiguous()
-
-
-def dequantize_int8(packed: torch.Tensor) -> torch.Tensor:
-    d = packed.shape[1] - 8
-    tail = packed[:, d:].contiguous().view(torch.float32)  # [N, 2]
-    return packed[:, :d].float() * tail[:, :1] + tail[:, 1:]
-
-
-def quantize_int4(weight: torch.Tensor) -> torch.Tensor:
-    """fp32 [N, D] -> packed int4 rows [N, ceil(D/2) + 4] (FBGEMM 4-bit layout)."""
-    w = weight.detach().float()
-    lo = w.min(1, keepdim=True).values.half()
-    hi = w.max(1, keepdim=True).values
-    scale = ((hi - lo.float()) / 15.0).half()
-    safe = torch.where(scale.float() > 0, scale.float(), torch.ones_like(hi))
-    codes = torch.clamp(torch.round((w - lo.float()) / safe), 0, 15).to(torch.uint8)
-    if codes.shape[1] % 2:
-        codes = torch.cat([codes, codes.new_zeros(codes.shape[0], 1)], 1)
-    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
-    tail = torch.cat([scale, lo], 1).contiguous().view(torch.uint8)  # fp16 scale, fp16 bias
-    return torch.cat([packed, tail], 1).contiguous()
-
-
-def dequantize_int4(packed: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    nbytes = packed.shape[1] - 4
-    dim = 2 * nbytes if dim is None else dim
-    tail = packed[:, nbytes:].contiguous().view(torch.float16).float()  # [N, 2]
-    codes = torch.stack([packed[:, :nbytes] & 15, packed[:, :nbytes] >> 4], 2).flatten(1)
-    return codes[:, :dim].float() * tail[:, :1] + tail[:, 1:]
 
 
 def to_hugepages(table: torch.Tensor) -> torch.Tensor:
     """A copy of `table` on 2 MiB-aligned memory advised for transparent huge pages."""
     return _ops.hugepage_clone(table)
+
+
+def gather_probe(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> int:
+    """Benchmark only: read the cache lines that lookups of `indices` touch (offsets [B + 1]),
+    with the kernels' threads and prefetch distance; returns a checksum."""
+    return int(_ops.gather_probe(table, indices.contiguous(), offsets.to(indices.dtype)))
 
 
 def set_isa(name: str) -> str:
@@ -167,6 +133,7 @@ def set_isa(name: str) -> str:
 
 
 def current_isa() -> str:
+    """The path in use."""
     return _ops.current_isa()
 
 
@@ -175,26 +142,31 @@ def best_isa() -> str:
     return _ops.best_isa()
 
 
-@torch.library.register_fake("recsys_kernels::embedding_bag_byte")
-def _fake_byte(weight, indices, offsets, mode=0, per_sample_weights=None,
-               include_last_offset=False, table=""):  # fmt: skip
-    bags = offsets.shape[0] - (1 if include_last_offset else 0)
-    return weight.new_empty((bags, weight.shape[1] - 8), dtype=torch.float32)
+def set_index_checks(enabled: bool) -> bool:
+    """Switch the id range checks of the SIMD paths (only to measure their cost); returns the
+    previous setting. Never switch them off in serving: a bad id would read out of bounds."""
+    return _ops.set_index_checks(enabled)
 
 
-@torch.library.register_fake("recsys_kernels::embedding_bag_4bit")
-def _fake_4bit(weight, indices, offsets, mode=0, per_sample_weights=None,
-               include_last_offset=False, dim=-1, table=""):  # fmt: skip
+def set_prefetch_distance(rows: int) -> int:
+    """Rows ahead whose cache lines are prefetched (0 turns prefetch off); returns the old."""
+    return _ops.set_prefetch_distance(rows)
+
+
+@torch.library.register_fake("recsys_kernels::embedding_bag")
+def _fake_bag(weight, indices, offsets, format=0, dim=-1, mode=0, per_sample_weights=None,
+              include_last_offset=False, table="", out_dtype=None):  # fmt: skip
     bags = offsets.shape[0] - (1 if include_last_offset else 0)
-    d = dim if dim >= 0 else 2 * (weight.shape[1] - 4)
-    return weight.new_empty((bags, d), dtype=torch.float32)
+    if dim < 0:
+        dim = (weight.shape[1] - 4) * 2 if format == 2 else weight.shape[1] - (8 - 4 * format)
+    return weight.new_empty((bags, dim), dtype=out_dtype or torch.float32)
 
 
 @torch.library.register_fake("recsys_kernels::embedding_bags_batched")
-def _fake_batched(weights, dims, bits, indices, offsets, mode=0, per_sample_weights=None,
-                  names=()):  # fmt: skip
+def _fake_batched(weights, dims, format, indices, offsets, mode=0, per_sample_weights=None,
+                  names=(), out_dtype=None):  # fmt: skip
     bags = (offsets.shape[0] - 1) // len(weights)
-    return weights[0].new_empty((bags, sum(dims)), dtype=torch.float32)
+    return weights[0].new_empty((bags, sum(dims)), dtype=out_dtype or torch.float32)
 
 
 @torch.library.register_fake("recsys_kernels::hugepage_clone")

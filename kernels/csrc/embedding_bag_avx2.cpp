@@ -1,53 +1,83 @@
-// AVX2 + FMA kernels: 8 floats per step. Compiled for any x86-64 (GCC target pragma below);
-// only called after a CPUID check.
+// AVX2 + FMA kernels: 8 floats per vector, dword-masked loads and stores for row tails, up to 8
+// accumulator vectors (64 columns) per pass. Compiled for any x86-64 with a GCC target pragma;
+// only called after a CPUID check (dispatch.cpp).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "embedding_bag.h"
 
-// Everything below is compiled for this instruction set only (headers are included above,
-// so no inline library code is built with it).
+// Everything below is compiled for this instruction set only (the headers are included above,
+// so no library code is built with it).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
-#define RK_TARGET
-#define RK_LANES 8
 #define RK_NAME(base) base##_avx2
-#define RK_SET1(x) _mm256_set1_ps(x)
-#define RK_LOADF(p) _mm256_loadu_ps(p)
-#define RK_STORE(p, v) _mm256_storeu_ps(p, v)
-#define RK_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define RK_HALF(h) _cvtsh_ss(h)
 
 namespace recsys_kernels {
 namespace {
 
-RK_TARGET inline __m256 load_u8(const uint8_t* p) {  // 8 codes
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+constexpr int kLanes = 8;
+constexpr int kMaxVectors = 8;
+using VF = __m256;
+
+inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF vset1(float x) { return _mm256_set1_ps(x); }
+inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+inline float rk_half(uint16_t h) { return _cvtsh_ss(h); }
+
+struct Tail {
+  __m256i lanes;  // valid columns of the last vector
+  __m128i dwords8;  // dwords that hold their int8 codes (every layout has 4 bytes after the
+                    // codes, so reading whole dwords stays inside the row)
+};
+
+inline Tail make_tail(int last) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m128i iota4 = _mm_setr_epi32(0, 1, 2, 3);
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(last), iota),
+          _mm_cmpgt_epi32(_mm_set1_epi32((last + 3) / 4), iota4)};
 }
 
-RK_TARGET inline __m256 load_u4(const uint8_t* p) {  // 8 codes from 4 bytes
-  int32_t word;
-  std::memcpy(&word, p, 4);
-  const __m128i bytes = _mm_cvtsi32_si128(word);
+inline VF u8_to_ps(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+
+inline VF u4_to_ps(__m128i bytes) {  // 8 codes in the low 4 bytes
   const __m128i nib = _mm_set1_epi8(0x0f);
   const __m128i lo = _mm_and_si128(bytes, nib);
   const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), nib);
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+  return u8_to_ps(_mm_unpacklo_epi8(lo, hi));
 }
 
-RK_TARGET inline void tail_u8(const uint8_t* row, int64_t j, int64_t dim, float s, float* out) {
-  for (; j < dim; ++j) out[j] += s * static_cast<float>(row[j]);
+template <int kFmt>
+inline VF load_codes(const uint8_t* p) {
+  if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
+    int32_t word;
+    std::memcpy(&word, p, 4);
+    return u4_to_ps(_mm_cvtsi32_si128(word));
+  } else {
+    return u8_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
 }
+
+template <int kFmt>
+inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
+  if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
+    return load_codes<kFmt>(p);  // 4 bytes from a code byte: inside the row (4-byte trailer)
+  } else {
+    return u8_to_ps(_mm_maskload_epi32(reinterpret_cast<const int*>(p), t.dwords8));
+  }
+}
+
+inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
+inline void vstore_tail(float* p, VF v, const Tail& t) { _mm256_maskstore_ps(p, t.lanes, v); }
 
 }  // namespace
 }  // namespace recsys_kernels
-
-#define RK_LOAD_U8(p) load_u8(p)
-#define RK_LOAD_U4(p) load_u4(p)
-#define RK_TAIL_U8(row, j, dim, s, out) tail_u8(row, j, dim, s, out)
 
 #include "embedding_bag_simd.inc"
 

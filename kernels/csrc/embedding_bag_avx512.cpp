@@ -1,55 +1,79 @@
-// AVX-512 (F/BW/VL) kernels: 16 floats per step, masked loads for the tail of a row.
-// Compiled for any x86-64 (GCC target pragma below); only called after a CPUID check.
+// AVX-512 (F/BW/VL) kernels: 16 floats per vector, byte-masked loads and stores for row tails,
+// up to 8 accumulator vectors (128 columns) per pass. Compiled for any x86-64 with a GCC target
+// pragma; only called after a CPUID check (dispatch.cpp).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "embedding_bag.h"
 
-// Everything below is compiled for this instruction set only (headers are included above,
-// so no inline library code is built with it).
+// Everything below is compiled for this instruction set only (the headers are included above,
+// so no library code is built with it).
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,bmi2")
 
-#define RK_TARGET
-#define RK_LANES 16
 #define RK_NAME(base) base##_avx512
-#define RK_SET1(x) _mm512_set1_ps(x)
-#define RK_LOADF(p) _mm512_loadu_ps(p)
-#define RK_STORE(p, v) _mm512_storeu_ps(p, v)
-#define RK_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define RK_HALF(h) _cvtsh_ss(h)
 
 namespace recsys_kernels {
 namespace {
 
-RK_TARGET inline __m512 load_u8(const uint8_t* p) {  // 16 codes
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+constexpr int kLanes = 16;
+constexpr int kMaxVectors = 8;
+using VF = __m512;
+
+inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF vset1(float x) { return _mm512_set1_ps(x); }
+inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
+inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+inline float rk_half(uint16_t h) { return _cvtsh_ss(h); }
+
+struct Tail {
+  __mmask16 lanes;  // valid columns of the last vector
+  __mmask16 bytes8;  // their int8 code bytes
+  __mmask16 bytes4;  // their int4 code bytes
+};
+
+inline Tail make_tail(int last) {
+  const auto m = [](int n) { return static_cast<__mmask16>((1u << n) - 1u); };
+  return {m(last), m(last), m((last + 1) / 2)};
 }
 
-RK_TARGET inline __m512 load_u4(const uint8_t* p) {  // 16 codes from 8 bytes
-  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+inline VF u8_to_ps(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
+
+inline VF u4_to_ps(__m128i bytes) {  // 16 codes in the low 8 bytes
   const __m128i nib = _mm_set1_epi8(0x0f);
   const __m128i lo = _mm_and_si128(bytes, nib);
   const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), nib);
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+  return u8_to_ps(_mm_unpacklo_epi8(lo, hi));
 }
 
-RK_TARGET inline void tail_u8(const uint8_t* row, int64_t j, int64_t dim, float s, float* out) {
-  if (j >= dim) return;
-  const __mmask16 m = static_cast<__mmask16>((1u << (dim - j)) - 1u);
-  const __m512 codes = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, row + j)));
-  const __m512 acc = _mm512_maskz_loadu_ps(m, out + j);
-  _mm512_mask_storeu_ps(out + j, m, _mm512_fmadd_ps(codes, _mm512_set1_ps(s), acc));
+template <int kFmt>
+inline VF load_codes(const uint8_t* p) {
+  if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
+    return u4_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    return u8_to_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
 }
+
+template <int kFmt>
+inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
+  if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
+    return u4_to_ps(_mm_maskz_loadu_epi8(t.bytes4, p));
+  } else {
+    return u8_to_ps(_mm_maskz_loadu_epi8(t.bytes8, p));
+  }
+}
+
+inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }
+inline void vstore_tail(float* p, VF v, const Tail& t) { _mm512_mask_storeu_ps(p, t.lanes, v); }
 
 }  // namespace
 }  // namespace recsys_kernels
-
-#define RK_LOAD_U8(p) load_u8(p)
-#define RK_LOAD_U4(p) load_u4(p)
-#define RK_TAIL_U8(row, j, dim, s, out) tail_u8(row, j, dim, s, out)
 
 #include "embedding_bag_simd.inc"
 

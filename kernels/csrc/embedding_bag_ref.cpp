@@ -31,48 +31,46 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
+// Reads one code of a row.
+inline float code_at(Format f, const uint8_t* row, int64_t j) {
+  if (f != Format::kInt4) return static_cast<float>(row[j]);
+  const uint8_t byte = row[j / 2];
+  return static_cast<float>((j & 1) ? (byte >> 4) : (byte & 0xf));
+}
+
+inline void scale_bias(Format f, const uint8_t* row, int64_t cb, float& s, float& b) {
+  if (f == Format::kInt8) {
+    std::memcpy(&s, row + cb, 4);
+    std::memcpy(&b, row + cb + 4, 4);
+    return;
+  }
+  uint16_t h[2];
+  std::memcpy(h, row + cb, 4);
+  s = half_to_float(h[0]);
+  b = half_to_float(h[1]);
+}
+
 template <typename Index>
-void bag_int8_scalar(const Bag<Index>& b) {
+int64_t bag_scalar(const Bag<Index>& b) {
+  const int64_t cb = code_bytes(b.format, b.dim);
   for (int64_t j = 0; j < b.dim; ++j) b.out[j] = 0.f;
   float bias_sum = 0.f;
   for (int64_t i = 0; i < b.length; ++i) {
-    const uint8_t* row = b.table + static_cast<int64_t>(b.indices[i]) * b.row_bytes;
+    const int64_t id = static_cast<int64_t>(b.indices[i]);
+    if (id < 0 || id >= b.rows) return i;
+    const uint8_t* row = b.table + id * b.row_bytes;
     float scale, bias;
-    std::memcpy(&scale, row + b.dim, 4);
-    std::memcpy(&bias, row + b.dim + 4, 4);
+    scale_bias(b.format, row, cb, scale, bias);
     const float w = b.weights ? b.weights[i] : 1.f;
     scale *= w;
     bias_sum += w * bias;
-    for (int64_t j = 0; j < b.dim; ++j) b.out[j] += scale * static_cast<float>(row[j]);
+    for (int64_t j = 0; j < b.dim; ++j) b.out[j] += scale * code_at(b.format, row, j);
   }
   for (int64_t j = 0; j < b.dim; ++j) b.out[j] = (b.out[j] + bias_sum) * b.out_scale;
+  return -1;
 }
 
-template <typename Index>
-void bag_int4_scalar(const Bag<Index>& b) {
-  const int64_t code_bytes = (b.dim + 1) / 2;
-  for (int64_t j = 0; j < b.dim; ++j) b.out[j] = 0.f;
-  float bias_sum = 0.f;
-  for (int64_t i = 0; i < b.length; ++i) {
-    const uint8_t* row = b.table + static_cast<int64_t>(b.indices[i]) * b.row_bytes;
-    uint16_t hs, hb;
-    std::memcpy(&hs, row + code_bytes, 2);
-    std::memcpy(&hb, row + code_bytes + 2, 2);
-    const float w = b.weights ? b.weights[i] : 1.f;
-    const float scale = w * half_to_float(hs);
-    bias_sum += w * half_to_float(hb);
-    for (int64_t j = 0; j < b.dim; ++j) {
-      const uint8_t byte = row[j / 2];
-      const float code = static_cast<float>((j & 1) ? (byte >> 4) : (byte & 0xf));
-      b.out[j] += scale * code;
-    }
-  }
-  for (int64_t j = 0; j < b.dim; ++j) b.out[j] = (b.out[j] + bias_sum) * b.out_scale;
-}
-
-template void bag_int8_scalar<int32_t>(const Bag<int32_t>&);
-template void bag_int8_scalar<int64_t>(const Bag<int64_t>&);
-template void bag_int4_scalar<int32_t>(const Bag<int32_t>&);
-template void bag_int4_scalar<int64_t>(const Bag<int64_t>&);
+template int64_t bag_scalar<int32_t>(const Bag<int32_t>&);
+template int64_t bag_scalar<int64_t>(const Bag<int64_t>&);
 
 }  // namespace recsys_kernels

@@ -1,0 +1,92 @@
+// Kernel path selection: the best path CPUID reports, lowered (never raised) by the environment
+// variable RECSYS_KERNELS_ISA or by set_isa, so a forced path cannot run unsupported instructions.
+#include "dispatch.h"
+
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace recsys_kernels {
+namespace {
+
+Isa detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+Isa parse_isa(const std::string& name) {
+  if (name == "avx512") return Isa::kAvx512;
+  if (name == "avx2") return Isa::kAvx2;
+  if (name == "scalar") return Isa::kScalar;
+  TORCH_CHECK(false, "recsys_kernels: unknown ISA '", name, "' (avx512, avx2, scalar or auto)");
+}
+
+Isa clamp(Isa wanted) {
+  const Isa best = detect_isa();
+  return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
+}
+
+std::atomic<int>& isa_slot() {
+  static std::atomic<int> isa([] {
+    const char* env = std::getenv("RECSYS_KERNELS_ISA");
+    Isa isa = detect_isa();
+    if (env != nullptr && env[0] != '\0' && std::strcmp(env, "auto") != 0) {
+      isa = clamp(parse_isa(env));
+    }
+    return static_cast<int>(isa);
+  }());
+  return isa;
+}
+
+std::atomic<bool> g_checks{true};
+std::atomic<int> g_prefetch{16};
+
+}  // namespace
+
+Isa active_isa() { return static_cast<Isa>(isa_slot().load()); }
+
+std::string set_isa(const std::string& name) {
+  const Isa isa = name == "auto" ? detect_isa() : clamp(parse_isa(name));
+  isa_slot().store(static_cast<int>(isa));
+  return isa_name(isa);
+}
+
+std::string current_isa() { return isa_name(active_isa()); }
+std::string best_isa() { return isa_name(detect_isa()); }
+bool set_index_checks(bool enabled) { return g_checks.exchange(enabled); }
+int prefetch_distance() { return g_prefetch.load(); }
+
+int64_t set_prefetch_distance(int64_t rows) {
+  TORCH_CHECK(rows >= 0 && rows <= 256, "recsys_kernels: prefetch distance must be in [0, 256]");
+  return g_prefetch.exchange(static_cast<int>(rows));
+}
+
+template <typename Index>
+Kernel<Index> pick_kernel() {
+  const bool checks = g_checks.load();
+  switch (active_isa()) {
+    case Isa::kAvx512: return checks ? bag_avx512<Index> : bag_unchecked_avx512<Index>;
+    case Isa::kAvx2: return checks ? bag_avx2<Index> : bag_unchecked_avx2<Index>;
+    default: return bag_scalar<Index>;
+  }
+}
+
+template Kernel<int32_t> pick_kernel<int32_t>();
+template Kernel<int64_t> pick_kernel<int64_t>();
+
+}  // namespace recsys_kernels

@@ -1,0 +1,35 @@
+// Runtime choice of the kernel path (CPUID, RECSYS_KERNELS_ISA, set_isa) and the tunables the
+// operators share: prefetch distance, index checks, work split over threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "embedding_bag.h"
+
+namespace recsys_kernels {
+
+template <typename Index>
+using Kernel = int64_t (*)(const Bag<Index>&);
+
+// The kernel of the active path (unchecked only while index checks are switched off, and only
+// on the SIMD paths: the scalar reference always checks).
+template <typename Index>
+Kernel<Index> pick_kernel();
+
+Isa active_isa();
+std::string set_isa(const std::string& name);
+std::string current_isa();
+std::string best_isa();
+bool set_index_checks(bool enabled);
+int prefetch_distance();
+int64_t set_prefetch_distance(int64_t rows);
+
+// Bags per task of at::parallel_for: about 2048 ids per task, so small batches stay on one
+// thread and large ones split evenly.
+inline int64_t bag_grain(int64_t n_idx, int64_t n_bags) {
+  const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
+  return avg > 0 ? (2048 + avg - 1) / avg : 2048;
+}
+
+}  // namespace recsys_kernels

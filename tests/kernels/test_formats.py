@@ -1,0 +1,131 @@
+"""Compact int8, fp16/bf16 output, threads, prefetch settings, batched tables and the probe."""
+
+from __future__ import annotations
+
+import fbgemm_gpu  # noqa: F401  (registers torch.ops.quantized.*)
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import ops, quant
+
+PATHS = [p for p in ("scalar", "avx2", "avx512") if ops.set_isa(p) == p]
+ops.set_isa("auto")
+
+
+@pytest.fixture(params=PATHS)
+def isa(request):
+    ops.set_isa(request.param)
+    yield request.param
+    ops.set_isa("auto")
+
+
+def _case(rows: int, dim: int, lengths: list[int], seed: int, dtype=torch.int64):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(rows, dim, generator=g)
+    indices = torch.randint(0, rows, (sum(lengths),), generator=g).to(dtype)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.tensor(lengths).cumsum(0)])
+    return table, indices, offsets.to(dtype)
+
+
+@pytest.mark.parametrize("dim", [1, 7, 16, 33, 130])
+def test_int8_half_matches_its_dequantized_table(dim, isa):
+    table, indices, offsets = _case(120, dim, [4, 0, 9, 1, 30], seed=dim, dtype=torch.int32)
+    packed = quant.quantize_int8_half(table)
+    assert packed.shape == (120, dim + 4)
+    weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(1))
+    got = ops.embedding_bag(packed, indices, offsets, format="int8_half",
+                            per_sample_weights=weights, include_last_offset=True)  # fmt: skip
+    dense = quant.dequantize_int8_half(packed)
+    expected = F.embedding_bag(indices.long(), dense, offsets.long(), mode="sum",
+                               per_sample_weights=weights, include_last_offset=True)  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_half_error_bound():
+    g = torch.Generator().manual_seed(5)
+    table = torch.randn(300, 40, generator=g) * torch.rand(300, 1, generator=g) * 5
+    lo16 = table.min(1, keepdim=True).values.half().float()
+    hi = table.max(1, keepdim=True).values
+    s16 = ((hi - lo16) / 255).half().float()
+    bound = s16 / 2 + (table.min(1, keepdim=True).values - lo16).abs()
+    bound = bound + (hi - 255 * s16 - lo16).clamp(min=0)
+    err = (quant.dequantize_int8_half(quant.quantize_int8_half(table)) - table).abs()
+    assert torch.all(err <= bound * (1 + 1e-3) + 1e-6)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_output_is_the_rounded_fp32_result(out_dtype, isa):
+    table, indices, offsets = _case(80, 24, [3, 5, 0, 2], seed=6)
+    packed = quant.quantize_int8(table)
+    ref = ops.embedding_bag_int8(packed, indices, offsets, include_last_offset=True)
+    got = ops.embedding_bag_int8(packed, indices, offsets, include_last_offset=True,
+                                 out_dtype=out_dtype)  # fmt: skip
+    assert got.dtype == out_dtype
+    assert torch.equal(got, ref.to(out_dtype))
+
+
+def test_threads_and_prefetch_distance_do_not_change_results():
+    table, indices, offsets = _case(5000, 48, [int(x) for x in torch.arange(300) % 17], seed=7)
+    packed = quant.quantize_int4(table)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
+        torch.set_num_threads(2)
+        for distance in (0, 1, 16, 64):
+            old = ops.set_prefetch_distance(distance)
+            got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
+            ops.set_prefetch_distance(old)
+            assert torch.equal(got, expected)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_batched_int4_matches_per_table_lookups(isa):
+    dims, rows, batch = [8, 30, 64], [50, 9, 400], 5
+    tables, ids, lengths = [], [], []
+    for t, (d, r) in enumerate(zip(dims, rows, strict=True)):
+        table, idx, off = _case(r, d, [t + 1, 0, 2, 3, 1], seed=10 + t)
+        tables.append(quant.quantize_int4(table))
+        ids.append(idx)
+        lengths.append(off.diff())
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
+    got = ops.embedding_bags(tables, dims, torch.cat(ids), offsets, format="int4", mode="mean")
+    expected = torch.cat([ops.embedding_bag_int4(t, i, lengths=n, mode="mean")
+                          for t, i, n in zip(tables, ids, lengths, strict=True)], 1)  # fmt: skip
+    assert got.shape == (batch, sum(dims))
+    assert torch.equal(got, expected)
+
+
+def test_batched_bad_index_names_its_table():
+    tables = [quant.quantize_int8(torch.randn(10, 4)), quant.quantize_int8(torch.randn(3, 4))]
+    indices = torch.tensor([1, 2, 9, 0, 3])  # table "small" has 3 rows: id 3 at position 4
+    offsets = torch.tensor([0, 2, 3, 4, 5])
+    with pytest.raises(IndexError, match=r"table 'small': index 3 at position 4 \(bag 1\)"):
+        ops.embedding_bags(tables, [4, 4], indices, offsets, names=["big", "small"])
+
+
+def test_wrong_row_width_is_rejected():
+    with pytest.raises(RuntimeError, match=r"table 'x': 12 bytes per row do not fit"):
+        ops.embedding_bag_int4(torch.zeros(5, 12, dtype=torch.uint8), torch.tensor([0]),
+                               torch.tensor([0]), dim=5, table="x")  # fmt: skip
+
+
+def test_unchecked_kernels_agree_on_valid_ids():
+    table, indices, offsets = _case(1000, 40, [7] * 20, seed=8)
+    packed = quant.quantize_int8(table)
+    expected = ops.embedding_bag_int8(packed, indices, offsets, include_last_offset=True)
+    previous = ops.set_index_checks(False)
+    try:
+        got = ops.embedding_bag_int8(packed, indices, offsets, include_last_offset=True)
+    finally:
+        ops.set_index_checks(previous)
+    assert torch.equal(got, expected)
+
+
+def test_gather_probe_reads_the_rows():
+    table = torch.zeros(100, 72, dtype=torch.uint8)
+    table[5, :8] = 1  # one 8-byte word read per cache line of row 5: checksum 0x0101...01
+    s = ops.gather_probe(table, torch.tensor([5]), torch.tensor([0, 1]))
+    assert s == int.from_bytes(bytes([1] * 8), "little")
