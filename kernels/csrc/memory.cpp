@@ -51,7 +51,7 @@ int64_t probe(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx,
         }
       }
       const int64_t id = static_cast<int64_t>(idx[i]);
-      if (id < 0 || id >= rows) continue;
+      if (static_cast<uint64_t>(id) >= static_cast<uint64_t>(rows)) continue;
       const uint8_t* row = table + id * rb;
       int64_t v;
       for (int64_t o = 0; o + 8 <= rb; o += 64) {

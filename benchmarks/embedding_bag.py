@@ -1,0 +1,183 @@
+"""Embedding-bag lookups on row-wise quantized tables: ours vs FBGEMM vs fp32 embedding_bag.
+
+Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows; batch 512;
+uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
+config run interleaved, round after round (the machine is shared), and the ratios are medians
+of per-round ratios. Reported: million ids/s, ns per id, GB/s of row bytes touched, ours /
+FBGEMM, and ours / the random-gather limit: `recsys_kernels::gather_probe`, which reads the same
+cache lines per id with the same threads, work split and prefetch distance, and does no
+arithmetic. Every op reads the same table, on 2 MiB-aligned memory advised for transparent huge
+pages (`kernels.ops.to_hugepages`). Also measured: the index checks' cost (checks switched off).
+
+    python -m benchmarks.embedding_bag                 # full grid, JSON in results/
+    python -m benchmarks.embedding_bag --quick         # 100k rows, pooling 20/100, dims 16/128
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import fbgemm_gpu  # noqa: F401  (torch.ops.quantized.* ops)
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.machine import machine_info
+from kernels import ops
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 512
+
+
+def packed_table(rows: int, dim: int, bits: int, seed: int) -> torch.Tensor:
+    """Random codes with valid scale/bias, on huge pages (no fp32 table of 10M rows needed)."""
+    g = torch.Generator().manual_seed(seed)
+    code_bytes = dim if bits == 8 else (dim + 1) // 2
+    table = torch.randint(0, 256, (rows, code_bytes + (8 if bits == 8 else 4)), generator=g,
+                          dtype=torch.uint8)  # fmt: skip
+    tail = torch.tensor([0.01, -0.5], dtype=torch.float32 if bits == 8 else torch.float16)
+    table[:, code_bytes:] = tail.view(torch.uint8)
+    return ops.to_hugepages(table)
+
+
+def ids(rows: int, n: int, dist: str, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    if dist == "uniform":
+        x = rng.integers(0, rows, n)
+    else:  # Zipf ranks, scattered over the table by a fixed odd multiplier
+        x = (rng.zipf(1.1, n) - 1) % rows
+        x = (x.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(rows)
+    return torch.from_numpy(x.astype(np.int64))
+
+
+def interleaved(cases: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+    """Seconds per call of each case, round after round (rotating order), so that load from
+    other processes hits every op alike; ratios are then taken within a round."""
+    names = list(cases)
+    for name in names:
+        cases[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            cases[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, threads: int,
+                 reps: int) -> list[dict]:  # fmt: skip
+    torch.set_num_threads(threads)
+    n = BATCH * pool
+    idx = ids(rows, n, dist, seed=dim * 1000 + pool)
+    off = torch.arange(0, n + 1, pool)  # with the trailing end offset
+    t8, t4, f32 = tables["int8"], tables["int4"], tables.get("fp32")
+    fb8 = torch.ops.quantized.embedding_bag_byte_rowwise_offsets
+    fb4 = torch.ops.quantized.embedding_bag_4bit_rowwise_offsets
+    unchecked = torch.ops.recsys_kernels.embedding_bag
+
+    def ours_unchecked() -> None:
+        previous = ops.set_index_checks(False)
+        unchecked(t8, idx, off, 0, -1, 0, None, True, "", None)
+        ops.set_index_checks(previous)
+
+    cases = {
+        "ours int8": lambda: ops.embedding_bag_int8(t8, idx, off, include_last_offset=True),
+        "fbgemm int8": lambda: fb8(t8, idx, off, False, 0, False, None, None, True),
+        "ours int4": lambda: ops.embedding_bag_int4(t4, idx, off, include_last_offset=True),
+        "fbgemm int4": lambda: fb4(t4, idx, off, False, 0, False, None, None, True),
+        "gather limit int8": lambda: ops.gather_probe(t8, idx, off),
+        "ours int8 unchecked": ours_unchecked,
+    }
+    row_bytes = {"int8": t8.shape[1], "int4": t4.shape[1], "fp32": 4 * dim}
+    if f32 is not None:
+        cases["fp32 embedding_bag"] = lambda: F.embedding_bag(
+            idx, f32, off, include_last_offset=True
+        )
+    times = interleaved(cases, reps)
+    out = []
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        fmt = "fp32" if "fp32" in name else ("int4" if "int4" in name else "int8")
+        row = {"op": name, "rows": rows, "dim": dim, "pool": pool, "ids": dist,
+               "threads": threads, "mids_per_s": round(n / s / 1e6, 2),
+               "ns_per_id": round(s / n * 1e9, 2),
+               "gb_per_s": round(n * row_bytes[fmt] / s / 1e9, 2)}  # fmt: skip
+        for ref, key in (("fbgemm", "vs_fbgemm"), ("gather limit", "vs_gather_limit")):
+            other = f"{ref} {fmt}"
+            if name.startswith("ours") and other in times:  # median of per-round ratios
+                row[key] = round(statistics.median(
+                    o / t for o, t in zip(times[other], ts, strict=True)), 3)  # fmt: skip
+        if name == "ours int8":
+            free = times["ours int8 unchecked"]
+            row["check_cost"] = round(
+                statistics.median(t / u - 1 for t, u in zip(ts, free, strict=True)), 4
+            )
+        out.append(row)
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables."""
+    out: dict = {}
+    for fmt in ("int8", "int4"):
+        ratios = [r["vs_fbgemm"] for r in rows if r["op"] == f"ours {fmt}"]
+        worst = min(
+            rows, key=lambda r: r.get("vs_fbgemm", 9e9) if r["op"] == f"ours {fmt}" else 9e9
+        )
+        out[f"ours/fbgemm {fmt} geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
+        out[f"ours/fbgemm {fmt} worst"] = round(min(ratios), 3)
+        out[f"ours/fbgemm {fmt} worst row"] = {k: worst[k] for k in _KEYS}
+    big = [r["vs_gather_limit"] for r in rows if r["op"] == "ours int8" and r["rows"] >= 10**6]
+    if big:
+        out["ours int8 / gather limit (10M rows) median"] = round(statistics.median(big), 3)
+        out["ours int8 / gather limit (10M rows) worst"] = round(min(big), 3)
+    costs = [r["check_cost"] for r in rows if "check_cost" in r]
+    out["index check cost (median)"] = round(statistics.median(costs), 4)
+    return out
+
+
+_KEYS = ("rows", "dim", "pool", "ids", "threads")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=15, help="interleaved rounds per config")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--out", type=Path, default=RESULTS / "embedding_bag.json")
+    args = p.parse_args()
+    sizes = [100_000] if args.quick else [100_000, 10_000_000]
+    dims = [16, 128] if args.quick else [16, 64, 128]
+    pools = [20, 100] if args.quick else [1, 20, 100]
+    rows: list[dict] = []
+    print(f"kernel path: {ops.current_isa()}")
+    for size, dim in itertools.product(sizes, dims):
+        tables = {"int8": packed_table(size, dim, 8, 1), "int4": packed_table(size, dim, 4, 2)}
+        if size * dim <= 10_000_000 * 64:  # fp32 baseline where it fits in memory comfortably
+            tables["fp32"] = torch.randn(size, dim)
+        for pool, dist, threads in itertools.product(pools, ("uniform", "zipf"), args.threads):
+            for r in bench_config(tables, size, dim, pool, dist, threads, args.reps):
+                rows.append(r)
+                extra = "".join(f" {k} {r[k]}" for k in ("vs_fbgemm", "vs_gather_limit") if k in r)
+                print(f"{r['op']:<20} rows {size:>10,} dim {dim:>3} pool {pool:>3} {dist:<7} "
+                      f"{threads}t {r['mids_per_s']:>8.1f} M ids/s {r['ns_per_id']:>7.2f} ns/id "
+                      f"{r['gb_per_s']:>6.2f} GB/s{extra}", flush=True)  # fmt: skip
+        del tables
+    summary = summarise(rows)
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine_info(0), "kernel_path": ops.current_isa(),
+                                    "summary": summary, "rows": rows}, indent=2))  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
