@@ -41,6 +41,8 @@ del _PAIR
 _ZEROS = np.uint64(0x3030303030303030)  # eight ASCII '0'
 _HIGH = np.uint64(0xF0F0F0F0F0F0F0F0)
 _SIXES = np.uint64(0x0606060606060606)
+# _FILL[d]: the low 8 - d bytes of a word (those before a number of d <= 8 digits ending it)
+_FILL = np.array([(1 << (8 * (8 - min(max(d, 1), 8)))) - 1 for d in range(9)], dtype=np.uint64)
 
 
 @dataclass
@@ -134,45 +136,66 @@ def _parse_regular(
     if not ((kinds[:, :-1] == 9).all() and (kinds[:, -1] == 10).all()):
         return None
     del kinds
-    # Row-major [lines, fields] grid of field ends (the delimiter after each field); the work
-    # below stays row-major so the byte gathers walk the buffer forwards (cache friendly).
+    # Row-major [lines, fields] grid of field ends (the delimiter after each field), worked
+    # through in blocks of rows: the byte gathers walk the buffer forwards and the temporaries
+    # stay in cache.
     ends = delim.reshape(n_lines, n_fields)
     line_starts = np.empty(n_lines, dtype=np.int64)
     line_starts[0] = 8
     line_starts[1:] = ends[:-1, -1] + 1
     words = np.ndarray((len(buf) - 7,), dtype=np.uint64, buffer=buf, strides=(1,))
+    block = ParsedBlock(
+        np.arange(first_line, first_line + n_lines, dtype=np.int64),
+        np.zeros(n_lines, dtype=np.int8),
+        np.empty((NUM_DENSE, n_lines), dtype=np.int64),
+        np.empty((NUM_DENSE, n_lines), dtype=bool),
+        np.empty((NUM_SPARSE, n_lines), dtype=np.uint32),
+        np.empty((NUM_SPARSE, n_lines), dtype=bool),
+        rows_in=n_lines,
+    )
+    for lo in range(0, n_lines, _BLOCK_ROWS):
+        rows = slice(lo, lo + _BLOCK_ROWS)
+        if not _parse_rows(buf, words, ends[rows], line_starts[rows], labelled, block, rows):
+            return None
+    return block
+
+
+_BLOCK_ROWS = 8192
+
+
+def _parse_rows(
+    buf: np.ndarray, words: np.ndarray, ends: np.ndarray, line_starts: np.ndarray,
+    labelled: bool, out: ParsedBlock, rows: slice,
+) -> bool:  # fmt: skip
+    """Decode one block of rows into `out[..., rows]`; False when one is not regular."""
     first = 0
     if labelled:
         if not (ends[:, 0] - line_starts == 1).all():
-            return None
+            return False
         label = buf[line_starts] - np.uint8(48)
         if label.max() > 1:
-            return None
-        label = label.astype(np.int8)
+            return False
+        out.label[rows] = label
         first = 1
-    else:
-        label = np.zeros(n_lines, dtype=np.int8)
     dense = _dense_fields(buf, words, _field_starts(ends, line_starts, first, NUM_DENSE),
                           ends[:, first : first + NUM_DENSE])  # fmt: skip
     if dense is None:
-        return None
+        return False
+    out.dense[:, rows] = dense[0].T
+    out.dense_missing[:, rows] = dense[1].T
     cat_starts = _field_starts(ends, line_starts, first + NUM_DENSE, NUM_SPARSE)  # [n, 26]
     width = ends[:, first + NUM_DENSE :] - cat_starts
     cat_missing = width == 0
     if not (cat_missing | (width == 8)).all():
-        return None
+        return False
     raw = words[np.minimum(cat_starts, len(words) - 1)]  # [n, 26] (missing: garbage)
-    pairs = _HEX_PAIR_LUT[raw.view(np.uint16)].reshape(n_lines, NUM_SPARSE, 4)
+    pairs = _HEX_PAIR_LUT[raw.view(np.uint16)].reshape(len(ends), NUM_SPARSE, 4)
     pairs[cat_missing] = 0
     if pairs.max() > 255:
-        return None
-    cats = pairs.astype(np.uint8).view(">u4").reshape(n_lines, NUM_SPARSE)
-    lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
-    block = ParsedBlock(lines, label, np.ascontiguousarray(dense[0].T),
-                        np.ascontiguousarray(dense[1].T), cats.T.astype(np.uint32, order="C"),
-                        np.ascontiguousarray(cat_missing.T))  # fmt: skip
-    block.rows_in = n_lines
-    return block
+        return False
+    out.cats[:, rows] = pairs.astype(np.uint8).view(">u4").reshape(len(ends), NUM_SPARSE).T
+    out.cat_missing[:, rows] = cat_missing.T
+    return True
 
 
 def _field_starts(ends: np.ndarray, line_starts: np.ndarray, lo: int, count: int) -> np.ndarray:
@@ -196,10 +219,9 @@ def _dense_fields(
     digits = width - neg
     if digits.max() > 18 or (neg & (digits == 0)).any():
         return None
-    d8 = np.clip(digits, 1, 8).astype(np.uint64)
-    x = words[ends - 8]  # the 8 bytes before the field's end; the digits are the last d8
-    fill = (np.uint64(1) << (np.uint64(8) * (np.uint64(8) - d8))) - np.uint64(1)
-    x = (x & ~fill) | (_ZEROS & fill)  # left-pad with '0'
+    x = words[ends - 8]  # the 8 bytes before the field's end; the digits are the last ones
+    fill = _FILL[np.minimum(digits, 8)]  # the bytes before the digits ...
+    x = (x & ~fill) | (_ZEROS & fill)  # ... become '0'
     ok = ((x & _HIGH) == _ZEROS) & (((x + _SIXES) & _HIGH) == _ZEROS)
     if not (ok | missing).all():
         return None

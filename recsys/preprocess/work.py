@@ -94,13 +94,14 @@ def convert_chunk(chunk: Chunk) -> dict:
     split = ctx.plan.assign(chunk.source, block.lines)
     keep = _downsample(block, split, chunk)
     stats["downsampled"] = int(block.rows - keep.sum())
-    block, split = block.take(keep), split[keep]
+    if not keep.all():
+        block, split = block.take(keep), split[keep]
     stats["missing"] = dict(zip(DENSE_NAMES, block.dense_missing.sum(axis=1).tolist(), strict=True))
     stats["missing"].update(zip(SPARSE_NAMES, block.cat_missing.sum(axis=1).tolist(), strict=True))
     for code, split_name in enumerate(SPLITS):
         rows = split == code
         if rows.any():
-            part = block.take(rows)
+            part = block if rows.all() else block.take(rows)
             rel = f"{split_name}/part-{name}.parquet"
             _write_part(staging / rel, part)
             stats["splits"][split_name] = {
