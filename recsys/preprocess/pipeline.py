@@ -135,20 +135,39 @@ def _open_staging(staging: Path, fingerprint: dict, resume: bool) -> None:
 
 
 def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> SplitPlan:
+    """The split plan; the line count it needs also records each plain source's chunk layout
+    (so later passes let workers read their chunks themselves) and its CRC32."""
     if not cfg.labelled:
         return unlabelled_plan(len(sources))
     needed = sources if cfg.layout == "kaggle" else sources[-1:]
     lines_file = staging / LINES_FILE
     cached = json.loads(lines_file.read_text()) if lines_file.is_file() else {}
+    cached = {k: v for k, v in cached.items() if isinstance(v, dict)}  # older format: recount
     todo = [s for s in needed if s.path not in cached]
     if todo:
-        for _ in _chunks("counting lines", todo, cfg, set()):
-            pass
-        cached.update({s.path: s.lines for s in todo})
+        layouts: dict[str, list[list[int]]] = {s.path: [] for s in todo}
+        for chunk in _chunks("counting lines", todo, cfg, set()):
+            if chunk.offset >= 0:
+                layouts[todo[chunk.source].path].append(
+                    [chunk.offset, chunk.first_line, chunk.size]
+                )
+        for s in todo:
+            cached[s.path] = {"lines": s.lines, "crc32": s.crc32,
+                              "chunks": None if s.gzip else layouts[s.path]}  # fmt: skip
         atomic_write_json(lines_file, cached)
+    for s in sources:
+        if s.path in cached:
+            s.lines, s.crc32 = cached[s.path]["lines"], cached[s.path]["crc32"]
     if cfg.layout == "kaggle":
-        return kaggle_plan([cached[s.path] for s in sources])
-    return terabyte_plan(len(sources), cached[sources[-1].path])
+        return kaggle_plan([cached[s.path]["lines"] for s in sources])
+    return terabyte_plan(len(sources), cached[sources[-1].path]["lines"])
+
+
+def _layouts(staging: Path) -> dict[str, list[list[int]]]:
+    """Chunk layouts of the plain sources counted by `_split_plan`."""
+    lines_file = staging / LINES_FILE
+    cached = json.loads(lines_file.read_text()) if lines_file.is_file() else {}
+    return {k: v["chunks"] for k, v in cached.items() if isinstance(v, dict) and v["chunks"]}
 
 
 def _chunks(desc: str, sources: list[Source], cfg: PreprocessConfig, skip: set[str]):
@@ -168,6 +187,7 @@ def _run_pass(
 ) -> None:  # fmt: skip
     """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled."""
     total = sum(s.size for s in sources)
+    layouts = _layouts(Path(ctx.staging))
     rows, t0 = 0, time.perf_counter()
     spawn = multiprocessing.get_context("spawn")  # no fork of a process with Arrow threads
     with (
@@ -185,7 +205,8 @@ def _run_pass(
             bar.set_postfix(rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
         try:
-            for chunk in iter_chunks(sources, int(cfg.chunk_mb * (1 << 20)), bar.update):
+            chunk_bytes = int(cfg.chunk_mb * (1 << 20))
+            for chunk in iter_chunks(sources, chunk_bytes, bar.update, layouts):
                 if not wanted(chunk):
                     continue
                 while len(pending) > workers:

@@ -37,10 +37,27 @@ class Source:
 
 @dataclass
 class Chunk:
+    """A run of whole lines. Either `data` holds its bytes, or (plain files with a known chunk
+    layout) it is `size` bytes at `offset` of the file, read by the worker itself: no copy of
+    the data passes through the main process."""
+
     source: int  # index into the source list
     index: int  # chunk number within its source
     first_line: int  # 1-based
-    data: bytes = field(repr=False)
+    data: bytes = field(repr=False, default=b"")
+    offset: int = -1  # >= 0: read `size` bytes at `offset` of the source file
+    size: int = 0
+
+    def load(self, path: str) -> bytes:
+        """The chunk's bytes (`path`: its source file)."""
+        if self.data or self.offset < 0:
+            return self.data
+        with open(path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise PreprocessError(f"{path}: changed while being converted (short read)")
+        return data
 
 
 def _natural_key(path: str) -> list:
@@ -75,8 +92,10 @@ class _Reader:
         self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw) if source.gzip else self.raw
         self.crc = 0
         self.lines = 0
+        self.offset = -1  # where the last read began in a plain file (-1: gzip)
 
     def read(self, n: int) -> bytes:
+        self.offset = self.stream.tell() if not self.source.gzip else -1
         try:
             data = self.stream.read(n)
             if data and not data.endswith(b"\n"):
@@ -99,18 +118,31 @@ class _Reader:
 
 
 def iter_chunks(
-    sources: list[Source], chunk_bytes: int, progress: callable | None = None
+    sources: list[Source],
+    chunk_bytes: int,
+    progress: callable | None = None,
+    layouts: dict[str, list[list[int]]] | None = None,
 ) -> Iterator[Chunk]:
     """Every chunk of every source in order; fills each source's `lines` and `crc32` at its end.
 
-    `progress(bytes_on_disk)` is called after each chunk with the on-disk bytes consumed.
+    `progress(bytes_on_disk)` is called after each chunk with the on-disk bytes consumed. A plain
+    source with an entry in `layouts` (`chunk_layout`, from an earlier full read with the same
+    `chunk_bytes`, its `lines` and `crc32` already set) is not read: its chunks come as
+    (offset, size) for the worker to read.
     """
     for s, source in enumerate(sources):
+        layout = (layouts or {}).get(source.path)
+        if layout is not None and not source.gzip:
+            for index, (offset, line, size) in enumerate(layout):
+                yield Chunk(s, index, line, offset=offset, size=size)
+                if progress is not None:
+                    progress(size)
+            continue
         reader = _Reader(source)
         try:
             index, line, last = 0, 1, 0
             while data := reader.read(chunk_bytes):
-                yield Chunk(s, index, line, data)
+                yield Chunk(s, index, line, data, offset=reader.offset, size=len(data))
                 line = reader.lines + 1
                 index += 1
                 if progress is not None:

@@ -83,7 +83,7 @@ def marker_name(source: int, index: int) -> str:
 
 def count_chunk(chunk: Chunk) -> dict:
     """Counting pass: value counts of the chunk's valid training rows, per feature."""
-    block = parse_chunk(chunk.data, chunk.first_line, _ctx.labelled)
+    block = parse_chunk(chunk.load(_ctx.sources[chunk.source]), chunk.first_line, _ctx.labelled)
     block = block.take(_ctx.plan.assign(chunk.source, block.lines) == TRAIN)
     counts = [chunk_counts(block.cats[f], block.cat_missing[f]) for f in range(len(SPARSE_NAMES))]
     return {
@@ -99,7 +99,7 @@ def convert_chunk(chunk: Chunk) -> dict:
     ctx = _ctx
     staging = Path(ctx.staging)
     name = marker_name(chunk.source, chunk.index)
-    block = parse_chunk(chunk.data, chunk.first_line, ctx.labelled)
+    block = parse_chunk(chunk.load(ctx.sources[chunk.source]), chunk.first_line, ctx.labelled)
     stats = {
         "rows_in": block.rows_in,
         "rejected": _count(reason for _, reason, _ in block.rejects),
