@@ -10,6 +10,7 @@ marker) are skipped as long as the inputs and settings are unchanged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -62,11 +63,15 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
     ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
                              cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
                              cfg.seed)  # fmt: skip
-    if cfg.categorical == "vocab":
-        ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, workers))
-    vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
-    sizes = CategoricalMap(cfg.categorical, ctx.ranges, vocabs).table_sizes()
-    totals = _convert(cfg, sources, staging, ctx, workers)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with Arrow threads
+    # one pool for both passes (workers start once); processes start at the first chunk
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker,
+                             initargs=(ctx,)) as pool:  # fmt: skip
+        if cfg.categorical == "vocab":
+            ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers))
+        vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
+        sizes = CategoricalMap(cfg.categorical, ctx.ranges, vocabs).table_sizes()
+        totals = _convert(cfg, sources, staging, ctx, pool, workers)
     check_balance(totals)
     check_bad_fraction(totals.rows_in, totals.rejected_total, cfg.max_bad_fraction,
                        str(staging / work.REJECTS))  # fmt: skip
@@ -182,20 +187,15 @@ def _chunks(desc: str, sources: list[Source], cfg: PreprocessConfig, skip: set[s
 
 def _run_pass(
     desc: str, sources: list[Source], cfg: PreprocessConfig, ctx: work.WorkerContext,
-    workers: int, fn: Callable[[Chunk], dict], on_result: Callable[[dict], int],
-    wanted: Callable[[Chunk], bool],
+    pool: ProcessPoolExecutor, workers: int, fn: Callable[[Chunk], dict],
+    on_result: Callable[[dict], int], wanted: Callable[[Chunk], bool],
 ) -> None:  # fmt: skip
     """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled."""
     total = sum(s.size for s in sources)
     layouts = _layouts(Path(ctx.staging))
     rows, t0 = 0, time.perf_counter()
-    spawn = multiprocessing.get_context("spawn")  # no fork of a process with Arrow threads
-    with (
-        tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
-             mininterval=1.0) as bar,
-        ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker,
-                            initargs=(ctx,)) as pool,
-    ):  # fmt: skip
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
+              mininterval=1.0) as bar:  # fmt: skip
         pending: set[Future] = set()
 
         def collect(futures: set[Future]) -> None:
@@ -223,7 +223,7 @@ def _run_pass(
 
 def _vocabularies(
     cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
-    workers: int,
+    pool: ProcessPoolExecutor, workers: int,
 ) -> Path:  # fmt: skip
     """Vocabulary directory: reused (vocab_from, or a resumed run), or counted now."""
     if cfg.vocab_from:
@@ -247,7 +247,7 @@ def _vocabularies(
                                "a hash-mode or a verbose run")  # fmt: skip
         return res["rows_in"]
 
-    _run_pass("counting values", sources, cfg, ctx, workers, work.count_chunk, on_result,
+    _run_pass("counting values", sources, cfg, ctx, pool, workers, work.count_chunk, on_result,
               lambda c: ctx.plan.has_train(c.source, c.first_line))  # fmt: skip
     vocabs = [c.vocabulary(cfg.frequency_threshold) for c in counters]
     info = {
@@ -261,7 +261,7 @@ def _vocabularies(
 
 def _convert(
     cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
-    workers: int,
+    pool: ProcessPoolExecutor, workers: int,
 ) -> RunTotals:  # fmt: skip
     """The transform pass; chunks finished by an earlier (killed) run are read back, not redone."""
     totals = RunTotals()
@@ -277,7 +277,8 @@ def _convert(
                                str(staging / work.REJECTS))  # fmt: skip
         return stats["rows_in"]
 
-    _run_pass("converting", sources, cfg, ctx, workers, work.convert_chunk, on_result,
+    convert = functools.partial(work.convert_chunk, vocab_dir=ctx.vocab_dir)
+    _run_pass("converting", sources, cfg, ctx, pool, workers, convert, on_result,
               lambda c: work.marker_name(c.source, c.index) not in done)  # fmt: skip
     return totals
 

@@ -47,18 +47,26 @@ class WorkerContext:
 
 
 _ctx: WorkerContext | None = None
-_cmap: CategoricalMap | None = None
+_cmap: tuple[str | None, CategoricalMap] | None = None  # (vocab_dir, its map)
 
 
 def init_worker(ctx: WorkerContext) -> None:
     """Pool initializer: keep the context; map the vocabularies (read-only, shared pages)."""
-    global _ctx, _cmap
+    global _ctx
     _keep_freed_memory()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     _ctx = ctx
-    vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
-    _cmap = CategoricalMap(ctx.mode, ctx.ranges or [], vocabs)
+
+
+def _categorical_map(vocab_dir: str | None) -> CategoricalMap:
+    """The id map, built once per worker (vocab mode: the vocabularies of `vocab_dir`, known
+    only after the counting pass that ran on the same pool)."""
+    global _cmap
+    if _cmap is None or _cmap[0] != vocab_dir:
+        vocabs = load_vocabularies(Path(vocab_dir), SPARSE_NAMES) if vocab_dir else None
+        _cmap = (vocab_dir, CategoricalMap(_ctx.mode, _ctx.ranges or [], vocabs))
+    return _cmap[1]
 
 
 def _keep_freed_memory() -> None:
@@ -94,9 +102,10 @@ def count_chunk(chunk: Chunk) -> dict:
     }
 
 
-def convert_chunk(chunk: Chunk) -> dict:
+def convert_chunk(chunk: Chunk, vocab_dir: str | None = None) -> dict:
     """Transform pass: parse, split, down-sample, transform, write; return the chunk's counts."""
     ctx = _ctx
+    cmap = _categorical_map(vocab_dir or ctx.vocab_dir)
     staging = Path(ctx.staging)
     name = marker_name(chunk.source, chunk.index)
     block = parse_chunk(chunk.load(ctx.sources[chunk.source]), chunk.first_line, ctx.labelled)
@@ -121,7 +130,7 @@ def convert_chunk(chunk: Chunk) -> dict:
         if rows.any():
             part = block if rows.all() else block.take(rows)
             rel = f"{split_name}/part-{name}.parquet"
-            _write_part(staging / rel, part)
+            _write_part(staging / rel, part, cmap)
             stats["splits"][split_name] = {
                 "file": rel, "rows": part.rows, "positives": int(part.label.sum(dtype=np.int64)),
             }  # fmt: skip
@@ -140,13 +149,13 @@ def _downsample(block: ParsedBlock, split: np.ndarray, chunk: Chunk) -> np.ndarr
     return keep
 
 
-def _write_part(path: Path, block: ParsedBlock) -> None:
+def _write_part(path: Path, block: ParsedBlock, cmap: CategoricalMap) -> None:
     cols: dict[str, pa.Array] = {"label": pa.array(block.label, pa.int8())}
     dense = dense_transform(block.dense)
     for j, name in enumerate(DENSE_NAMES):
         cols[name] = pa.array(dense[j])
     for f, name in enumerate(SPARSE_NAMES):
-        cols[name] = pa.array(_cmap.apply(f, block.cats[f], block.cat_missing[f]))
+        cols[name] = pa.array(cmap.apply(f, block.cats[f], block.cat_missing[f]))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(pa.table(cols), tmp, row_group_size=ROW_GROUP_ROWS, use_dictionary=False)
