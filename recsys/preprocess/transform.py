@@ -8,7 +8,7 @@ override), missing = 0, so table f has R_f + 1 rows. Vocabulary mode: see `vocab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class CategoricalMap:
     mode: str  # hash | vocab
     ranges: list[int]  # hash mode: R_f per feature
     vocabs: list[np.ndarray] | None = None  # vocab mode: sorted kept values per feature
+    _tables: dict[int, VocabTable] = field(default_factory=dict, repr=False, compare=False)
 
     def table_sizes(self) -> list[int]:
         if self.mode == "hash":
@@ -42,9 +43,55 @@ class CategoricalMap:
             vocab = self.vocabs[f]
             if len(vocab) == 0:
                 ids = np.full(len(values), OOV_ID, dtype=np.int64)
-            else:
+            elif len(vocab) >= HASH_TABLE_MIN:
+                table = self._tables.get(f)
+                if table is None:
+                    table = self._tables[f] = VocabTable(vocab)
+                ids = table.ids(values)
+            else:  # a small vocabulary stays in cache: a binary search is cheaper
                 pos = np.searchsorted(vocab, values)
                 found = vocab[np.minimum(pos, len(vocab) - 1)] == values
-                ids = np.where(found, pos + FIRST_ID, OOV_ID).astype(np.int64)
+                ids = np.where(found, pos + FIRST_ID, OOV_ID).astype(np.int64, copy=False)
         ids[missing] = MISSING_ID
+        return ids
+
+
+HASH_TABLE_MIN = 1 << 20  # vocabularies this long are looked up through a `VocabTable`
+_MULT = np.uint32(0x9E3779B1)  # Fibonacci hashing
+
+
+class VocabTable:
+    """A sorted vocabulary as an open-addressing hash table (linear probing, load <= 1/2):
+    value -> id (FIRST_ID + rank) or OOV_ID, a few cache misses per value where a binary search
+    (`np.searchsorted`) takes one per level. Built and probed vectorised, all values at once."""
+
+    def __init__(self, vocab: np.ndarray) -> None:
+        self.vocab = np.asarray(vocab, dtype=np.uint32)
+        self.bits = max(int(2 * len(self.vocab)).bit_length(), 4)
+        self.mask = (1 << self.bits) - 1
+        self.slots = np.full(1 << self.bits, -1, dtype=np.int32)  # rank in vocab, -1 empty
+        pending = np.arange(len(self.vocab), dtype=np.int32)
+        where = self._home(self.vocab)
+        while len(pending):
+            free = self.slots[where] == -1
+            self.slots[where[free]] = pending[free]  # one of several claimants wins a slot
+            placed = self.slots[where] == pending
+            pending, where = pending[~placed], (where[~placed] + 1) & self.mask
+
+    def _home(self, values: np.ndarray) -> np.ndarray:
+        return ((values * _MULT) >> np.uint32(32 - self.bits)).astype(np.int64) & self.mask
+
+    def ids(self, values: np.ndarray) -> np.ndarray:
+        """int64 ids of uint32 `values` (missing not handled here)."""
+        ids = np.full(len(values), OOV_ID, dtype=np.int64)
+        todo = np.arange(len(values))
+        where = self._home(values)
+        probe = values
+        while len(todo):
+            rank = self.slots[where]
+            hit = rank >= 0
+            match = hit & (self.vocab[np.maximum(rank, 0)] == probe)
+            ids[todo[match]] = rank[match] + FIRST_ID
+            more = hit & ~match
+            todo, where, probe = todo[more], (where[more] + 1) & self.mask, probe[more]
         return ids
