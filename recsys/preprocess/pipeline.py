@@ -59,14 +59,16 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
     _open_staging(staging, _fingerprint(cfg, sources), cfg.resume)
     workers = cfg.workers or os.cpu_count() or 1
     start = time.perf_counter()
-    plan = _split_plan(cfg, sources, staging)
-    ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
-                             cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
-                             cfg.seed)  # fmt: skip
     spawn = multiprocessing.get_context("spawn")  # no fork of a process with Arrow threads
-    # one pool for both passes (workers start once); processes start at the first chunk
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker,
-                             initargs=(ctx,)) as pool:  # fmt: skip
+    # One pool for all passes. Its processes start (imports) while the main process counts
+    # lines; the context, known only after that, goes with each chunk.
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker) as pool:
+        for _ in range(workers):
+            pool.submit(work.warm_up)
+        plan = _split_plan(cfg, sources, staging)
+        ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
+                                 cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
+                                 cfg.seed)  # fmt: skip
         if cfg.categorical == "vocab":
             ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers))
         vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
@@ -247,7 +249,8 @@ def _vocabularies(
                                "a hash-mode or a verbose run")  # fmt: skip
         return res["rows_in"]
 
-    _run_pass("counting values", sources, cfg, ctx, pool, workers, work.count_chunk, on_result,
+    count = functools.partial(work.count_chunk, ctx=ctx)
+    _run_pass("counting values", sources, cfg, ctx, pool, workers, count, on_result,
               lambda c: ctx.plan.has_train(c.source, c.first_line))  # fmt: skip
     vocabs = [c.vocabulary(cfg.frequency_threshold) for c in counters]
     info = {
@@ -277,7 +280,7 @@ def _convert(
                                str(staging / work.REJECTS))  # fmt: skip
         return stats["rows_in"]
 
-    convert = functools.partial(work.convert_chunk, vocab_dir=ctx.vocab_dir)
+    convert = functools.partial(work.convert_chunk, vocab_dir=ctx.vocab_dir, ctx=ctx)
     _run_pass("converting", sources, cfg, ctx, pool, workers, convert, on_result,
               lambda c: work.marker_name(c.source, c.index) not in done)  # fmt: skip
     return totals

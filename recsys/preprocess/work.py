@@ -50,13 +50,26 @@ _ctx: WorkerContext | None = None
 _cmap: tuple[str | None, CategoricalMap] | None = None  # (vocab_dir, its map)
 
 
-def init_worker(ctx: WorkerContext) -> None:
-    """Pool initializer: keep the context; map the vocabularies (read-only, shared pages)."""
+def init_worker(ctx: WorkerContext | None = None) -> None:
+    """Pool initializer: memory and Arrow settings; keep the context when given (passes may also
+    send it with each chunk: the pool starts before the split plan is known)."""
     global _ctx
     _keep_freed_memory()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    _ctx = ctx
+    if ctx is not None:
+        _ctx = ctx
+
+
+def warm_up() -> None:
+    """A no-op task: submitting one per worker starts the processes (imports) early."""
+
+
+def _use(ctx: WorkerContext | None) -> WorkerContext:
+    global _ctx
+    if ctx is not None:
+        _ctx = ctx
+    return _ctx
 
 
 def _categorical_map(vocab_dir: str | None) -> CategoricalMap:
@@ -89,10 +102,13 @@ def marker_name(source: int, index: int) -> str:
     return f"{source:03d}-{index:05d}"
 
 
-def count_chunk(chunk: Chunk) -> dict:
+def count_chunk(chunk: Chunk, ctx: WorkerContext | None = None) -> dict:
     """Counting pass: value counts of the chunk's valid training rows, per feature."""
-    block = parse_chunk(chunk.load(_ctx.sources[chunk.source]), chunk.first_line, _ctx.labelled)
-    block = block.take(_ctx.plan.assign(chunk.source, block.lines) == TRAIN)
+    ctx = _use(ctx)
+    block = parse_chunk(chunk.load(ctx.sources[chunk.source]), chunk.first_line, ctx.labelled)
+    train = ctx.plan.assign(chunk.source, block.lines) == TRAIN
+    if not train.all():
+        block = block.take(train)
     counts = [chunk_counts(block.cats[f], block.cat_missing[f]) for f in range(len(SPARSE_NAMES))]
     return {
         "rows": block.rows,
@@ -102,9 +118,11 @@ def count_chunk(chunk: Chunk) -> dict:
     }
 
 
-def convert_chunk(chunk: Chunk, vocab_dir: str | None = None) -> dict:
+def convert_chunk(
+    chunk: Chunk, vocab_dir: str | None = None, ctx: WorkerContext | None = None
+) -> dict:
     """Transform pass: parse, split, down-sample, transform, write; return the chunk's counts."""
-    ctx = _ctx
+    ctx = _use(ctx)
     cmap = _categorical_map(vocab_dir or ctx.vocab_dir)
     staging = Path(ctx.staging)
     name = marker_name(chunk.source, chunk.index)
