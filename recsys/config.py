@@ -75,6 +75,7 @@ class DataConfig:
     raw: str | None = None  # raw input for recsys-preprocess (file, glob or directory; .gz ok)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    table_sizes: list[int] | None = None  # sizes on paper (recsys-plan), when no manifest yet
 
 
 @dataclass
@@ -150,6 +151,15 @@ class DistConfig:
     compute_kernel: str = "fused"
     pin_sharding: dict[str, str] = field(default_factory=dict)  # table -> sharding type
     timeout_s: int = 300
+    # One host's hardware, for the sharding planner (recsys-plan). GB = 2**30 bytes and GB/s =
+    # 2**30 bytes/s, as torchrec's planner counts; the defaults are the planner's own.
+    gpus_per_host: int = 1  # ranks per host (the planner's local world size)
+    hosts: list[int] = field(default_factory=lambda: [1])  # host counts recsys-plan plans for
+    hbm_gb: float = 32.0  # device memory per GPU
+    ddr_gb: float = 128.0  # host memory, shared by the host's GPUs
+    hbm_bw_gbps: float = 897.0  # device memory bandwidth per GPU
+    intra_host_bw_gbps: float = 600.0  # GPU-to-GPU inside a host (NVLink), per GPU
+    inter_host_bw_gbps: float = 12.5  # host-to-host network, per host
 
 
 @dataclass
@@ -166,6 +176,26 @@ class PreprocessJobConfig:
     """recsys-preprocess: only the data group (the same one training reads)."""
 
     data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class PlanOptions:
+    """recsys-plan's own options (see conf/plan.yaml)."""
+
+    batch_size: int = 2048  # per rank, as trainer.batch_size (sizes the planner's IO buffers)
+    output: str | None = None  # JSON report path; default: plan.json in the run directory
+    hbm_reserve_fraction: float = 0.15  # HBM kept free besides dense layers and inputs
+
+
+@dataclass
+class PlanJobConfig:
+    """recsys-plan: shard the model on paper for each topology in dist.hosts."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    plan: PlanOptions = field(default_factory=PlanOptions)
 
 
 def register_configs() -> None:
