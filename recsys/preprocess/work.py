@@ -20,7 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.data.schema import ROW_GROUP_ROWS
-from recsys.preprocess.parse import DENSE_NAMES, SPARSE_NAMES, ParsedBlock, parse_chunk
+from recsys.preprocess.parse import (
+    DENSE_NAMES,
+    SPARSE_NAMES,
+    ParsedBlock,
+    parse_chunk,
+    parse_file_range,
+)
 from recsys.preprocess.sources import Chunk
 from recsys.preprocess.splits import SPLITS, TRAIN, SplitPlan
 from recsys.preprocess.transform import CategoricalMap, dense_transform
@@ -102,10 +108,17 @@ def marker_name(source: int, index: int) -> str:
     return f"{source:03d}-{index:05d}"
 
 
+def _parse(chunk: Chunk, ctx: WorkerContext) -> ParsedBlock:
+    if chunk.data or chunk.offset < 0:
+        return parse_chunk(chunk.data, chunk.first_line, ctx.labelled)
+    path = ctx.sources[chunk.source]
+    return parse_file_range(path, chunk.offset, chunk.size, chunk.first_line, ctx.labelled)
+
+
 def count_chunk(chunk: Chunk, ctx: WorkerContext | None = None) -> dict:
     """Counting pass: value counts of the chunk's valid training rows, per feature."""
     ctx = _use(ctx)
-    block = parse_chunk(chunk.load(ctx.sources[chunk.source]), chunk.first_line, ctx.labelled)
+    block = _parse(chunk, ctx)
     train = ctx.plan.assign(chunk.source, block.lines) == TRAIN
     if not train.all():
         block = block.take(train)
@@ -126,7 +139,7 @@ def convert_chunk(
     cmap = _categorical_map(vocab_dir or ctx.vocab_dir)
     staging = Path(ctx.staging)
     name = marker_name(chunk.source, chunk.index)
-    block = parse_chunk(chunk.load(ctx.sources[chunk.source]), chunk.first_line, ctx.labelled)
+    block = _parse(chunk, ctx)
     stats = {
         "rows_in": block.rows_in,
         "rejected": _count(reason for _, reason, _ in block.rejects),
