@@ -10,6 +10,7 @@ row) + input/output buffers of one batch (ids and pooled outputs, pipelined copi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -113,7 +114,9 @@ def plan_on_paper(
     """Plan `model`'s tables on `hosts` hosts of `spec`; raise PlanDoesNotFit when none fits."""
     topology = build_topology(spec, hosts)
     sharders = [EmbeddingBagCollectionSharder()]
-    reservation = HeuristicalStorageReservation(percentage=reserve_fraction)
+    with warnings.catch_warnings():  # "known to cause issues": it is the planner's default
+        warnings.simplefilter("ignore", FutureWarning)
+        reservation = HeuristicalStorageReservation(percentage=reserve_fraction)
     capture = _CaptureBestPlan()
     planner = EmbeddingShardingPlanner(
         topology=topology, batch_size=batch_size, storage_reservation=reservation,
