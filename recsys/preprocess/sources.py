@@ -48,17 +48,6 @@ class Chunk:
     offset: int = -1  # >= 0: read `size` bytes at `offset` of the source file
     size: int = 0
 
-    def load(self, path: str) -> bytes:
-        """The chunk's bytes (`path`: its source file)."""
-        if self.data or self.offset < 0:
-            return self.data
-        with open(path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(self.size)
-        if len(data) != self.size:
-            raise PreprocessError(f"{path}: changed while being converted (short read)")
-        return data
-
 
 def _natural_key(path: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", Path(path).name)]
