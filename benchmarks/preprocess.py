@@ -115,6 +115,7 @@ def _tree_rss(root: int) -> int:
 def measure(name: str, raw: Path, out: Path, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--run-one", name, "--input", str(raw), "--out", str(out),
            "--workers", str(workers)]  # fmt: skip
+    load = os.getloadavg()[0]  # the cores are shared: what else ran shows here
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, cwd=REPO)
@@ -128,7 +129,7 @@ def measure(name: str, raw: Path, out: Path, workers: int) -> dict:
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return {"variant": name, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
-            "peak_rss_mb": round(peak / 2**20)}  # fmt: skip
+            "peak_rss_mb": round(peak / 2**20), "load_avg_1m_at_start": round(load, 2)}  # fmt: skip
 
 
 def main() -> None:
