@@ -7,9 +7,11 @@ the structured config.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torchrec.distributed.planner import Topology
 
 from recsys.config import DistConfig, ModelConfig, OptimConfig, TrainConfig, TrainerConfig
@@ -23,6 +25,7 @@ from recsys.distributed.sharding import (
     planner_constraints,
     shard_model,
 )
+from recsys.distributed.topology import HostSpec, build_topology
 from recsys.errors import ConfigError
 from recsys.models.dlrm import DLRM, table_configs
 from recsys.training.checkpoint import CheckpointManager, resolve_resume
@@ -52,6 +55,25 @@ def build_model(cfg: ModelConfig, manifest: DatasetManifest) -> DLRM:
     )
 
 
+def host_spec(d: DistConfig) -> HostSpec:
+    """One host's hardware as the planner sees it (dist.gpus_per_host, memory, bandwidths)."""
+    if d.gpus_per_host < 1 or not d.hosts or min(d.hosts) < 1:
+        raise ConfigError(f"dist.gpus_per_host and dist.hosts must be >= 1, got "
+                          f"{d.gpus_per_host} and {d.hosts}")  # fmt: skip
+    return HostSpec(d.name, d.device, d.gpus_per_host, d.hbm_gb, d.ddr_gb, d.hbm_bw_gbps,
+                    d.intra_host_bw_gbps, d.inter_host_bw_gbps)  # fmt: skip
+
+
+def training_topology(d: DistConfig, world_size: int) -> Topology:
+    """The planner topology of a running job: `dist`'s hosts when the world fills whole hosts
+    of `dist.gpus_per_host` GPUs, else (CPU runs, partial hosts) every rank on one host."""
+    spec = host_spec(d)
+    per_host = spec.gpus_per_host
+    if d.device != "cuda" or world_size % per_host:
+        per_host = world_size
+    return build_topology(replace(spec, gpus_per_host=per_host), world_size // per_host)
+
+
 def build_sharded_model(
     model: DLRM, optim: OptimConfig, dist_cfg: DistConfig, env: DistEnv, seed: int
 ):
@@ -63,9 +85,7 @@ def build_sharded_model(
     constraints = planner_constraints(
         tables, list(dist_cfg.sharding_types), dist_cfg.compute_kernel, dict(dist_cfg.pin_sharding)
     )
-    topology = Topology(world_size=env.world_size, compute_device=env.device.type)
-    import torch.distributed as dist
-
+    topology = training_topology(dist_cfg, env.world_size)
     plan = plan_sharding(model, tables, topology, constraints, dist.GroupMember.WORLD)
     dmp = shard_model(model, plan, env.device)
     init_embedding_tables(dmp, tables, seed)

@@ -17,8 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.cli.hydra_support import CONF_DIR, setup
-from recsys.config import DistConfig, PlanJobConfig
-from recsys.errors import ConfigError, RecsysError
+from recsys.config import PlanJobConfig
+from recsys.errors import RecsysError
 
 log = logging.getLogger("recsys.plan")
 setup()
@@ -34,18 +34,8 @@ def run(cfg: DictConfig) -> str:
         raise SystemExit(f"recsys-plan: error: {e}") from None
 
 
-def host_spec(d: DistConfig):
-    from recsys.distributed.topology import HostSpec
-
-    if d.gpus_per_host < 1 or not d.hosts or min(d.hosts) < 1:
-        raise ConfigError(f"dist.gpus_per_host and dist.hosts must be >= 1, got "
-                          f"{d.gpus_per_host} and {d.hosts}")  # fmt: skip
-    return HostSpec(d.name, d.device, d.gpus_per_host, d.hbm_gb, d.ddr_gb, d.hbm_bw_gbps,
-                    d.intra_host_bw_gbps, d.inter_host_bw_gbps)  # fmt: skip
-
-
 def _plan(cfg: PlanJobConfig) -> str:
-    from recsys.builders import build_model
+    from recsys.builders import build_model, host_spec
     from recsys.data.paper import paper_manifest
     from recsys.distributed.paper_plan import PlanDoesNotFit, plan_on_paper
     from recsys.distributed.plan_report import (
