@@ -181,13 +181,19 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def trainer_state(self) -> dict[str, Any]:
+        """Collective (every rank calls it): the window's sums are gathered from all ranks."""
         w = self.window
+        local = torch.tensor([w.loss_sum, w.steps, w.samples], dtype=torch.float64)
+        ranks = [torch.zeros_like(local) for _ in range(self.env.world_size)]
+        dist.all_gather(ranks, local)
         return {
             "step": self.step,
             "world_size": self.env.world_size,
             "loader": self.train_loader.state_dict(),
             "last_train_loss": self.last_train_loss,
-            "window": {"loss_sum": w.loss_sum, "steps": w.steps, "samples": w.samples},
+            "window": [
+                {"loss_sum": float(r[0]), "steps": int(r[1]), "samples": int(r[2])} for r in ranks
+            ],
         }
 
     def save_checkpoint(self) -> None:
@@ -198,8 +204,7 @@ class Trainer:
         self.step = int(state["step"])
         self.train_loader.load_state_dict(state["loader"])
         self.last_train_loss = float(state["last_train_loss"])
-        w = state["window"]
-        self.window = _Window(loss_sum=w["loss_sum"], steps=w["steps"], samples=w["samples"])
+        self.window = _restored_window(state["window"], self.env.rank, self.env.world_size)
 
     def _finish(self) -> dict[str, Any]:
         self._log_window()
@@ -219,3 +224,20 @@ class Trainer:
             / max(t["train_s"] + t["wait_s"], 1e-9),
             "data_wait_fraction": t["wait_s"] / max(t["train_s"] + t["wait_s"], 1e-9),
         }
+
+
+def _restored_window(saved: list[dict] | dict, rank: int, world_size: int) -> _Window:
+    """This rank's saved window sums: its own at the same world size (exact resume), else all
+    of them on rank 0 (the logged mean stays right). A dict: a checkpoint of one rank's sums."""
+    saved = [saved] if isinstance(saved, dict) else saved
+    if len(saved) == world_size:
+        mine = [saved[rank]]
+    elif rank == 0:
+        mine = saved
+    else:
+        mine = []
+    return _Window(
+        loss_sum=sum(w["loss_sum"] for w in mine),
+        steps=sum(w["steps"] for w in mine),
+        samples=sum(w["samples"] for w in mine),
+    )
