@@ -43,7 +43,7 @@ class _Window:
     """Running sums between two progress lines (saved in checkpoints for exact resume)."""
 
     loss_sum: float = 0.0
-    steps: int = 0
+    steps: float = 0  # rank-steps (fractional after a resume at another world size)
     samples: int = 0
     wait_s: float = 0.0
     start: float = field(default_factory=time.perf_counter)
@@ -192,7 +192,7 @@ class Trainer:
             "loader": self.train_loader.state_dict(),
             "last_train_loss": self.last_train_loss,
             "window": [
-                {"loss_sum": float(r[0]), "steps": int(r[1]), "samples": int(r[2])} for r in ranks
+                {"loss_sum": float(r[0]), "steps": float(r[1]), "samples": int(r[2])} for r in ranks
             ],
         }
 
@@ -227,17 +227,16 @@ class Trainer:
 
 
 def _restored_window(saved: list[dict] | dict, rank: int, world_size: int) -> _Window:
-    """This rank's saved window sums: its own at the same world size (exact resume), else all
-    of them on rank 0 (the logged mean stays right). A dict: a checkpoint of one rank's sums."""
+    """This rank's saved window sums: its own at the same world size (exact resume). At another
+    world size rank 0 takes them all, with loss and step counts rescaled to the new number of
+    ranks, so the logged mean still weighs every step alike. A dict: one rank's sums."""
     saved = [saved] if isinstance(saved, dict) else saved
     if len(saved) == world_size:
-        mine = [saved[rank]]
-    elif rank == 0:
-        mine = saved
+        mine, scale = [saved[rank]], 1
     else:
-        mine = []
+        mine, scale = (saved if rank == 0 else []), world_size / len(saved)
     return _Window(
-        loss_sum=sum(w["loss_sum"] for w in mine),
-        steps=sum(w["steps"] for w in mine),
+        loss_sum=scale * sum(w["loss_sum"] for w in mine),
+        steps=scale * sum(w["steps"] for w in mine),
         samples=sum(w["samples"] for w in mine),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import run_cli, tiny_overrides
 
 pytestmark = pytest.mark.dist
 
@@ -79,3 +79,21 @@ def test_resume_from_two_rank_checkpoint_matches_uninterrupted(straight_run, tmp
     for split in ("valid", "test"):
         for key in ("auc", "logloss", "ne", "calibration", "accuracy"):
             assert b[split][key] == a[split][key], (split, key)
+
+
+def test_two_rank_checkpoint_continues_in_one_process(straight_run, tmp_path):
+    """Resharded resume at another world size: 1 process with the same global batch (2 x 256)
+    continues the 2-rank run from its step-10 checkpoint and ends where the 2 ranks ended,
+    up to float summation order (gradients averaged by DDP vs one batch mean)."""
+    data_root, straight = straight_run
+    one = tmp_path / "one"
+    checkpoint = straight / "checkpoints" / "step_00000010"
+    run_cli([*_args(data_root), "trainer.batch_size=512", f"trainer.resume={checkpoint}",
+             f"hydra.run.dir={one}"], tmp_path)  # fmt: skip
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((one / "metrics.json").read_text())
+    assert b["steps"] == STEPS and b["world_size"] == 1
+    assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-5)
+    for split in ("valid", "test"):
+        for key in ("auc", "logloss", "ne", "calibration"):
+            assert b[split][key] == pytest.approx(a[split][key], rel=1e-5), (split, key)
