@@ -83,8 +83,9 @@ def build_sharded_model(
     e = optim.embedding
     attach_embedding_optimizer(ebc.parameters(), e.name, e.lr, e.eps)
     constraints = planner_constraints(
-        tables, list(dist_cfg.sharding_types), dist_cfg.compute_kernel, dict(dist_cfg.pin_sharding)
-    )
+        tables, list(dist_cfg.sharding_types), dist_cfg.compute_kernel, dict(dist_cfg.pin_sharding),
+        dict(dist_cfg.pin_kernel),
+    )  # fmt: skip
     topology = training_topology(dist_cfg, env.world_size)
     plan = plan_sharding(model, tables, topology, constraints, dist.GroupMember.WORLD)
     dmp = shard_model(model, plan, env.device)

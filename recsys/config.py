@@ -150,6 +150,7 @@ class DistConfig:
     )
     compute_kernel: str = "fused"
     pin_sharding: dict[str, str] = field(default_factory=dict)  # table -> sharding type
+    pin_kernel: dict[str, str] = field(default_factory=dict)  # table -> compute kernel
     timeout_s: int = 300
     # One host's hardware, for the sharding planner (recsys-plan). GB = 2**30 bytes and GB/s =
     # 2**30 bytes/s, as torchrec's planner counts; the defaults are the planner's own.

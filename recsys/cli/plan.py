@@ -56,7 +56,7 @@ def _plan(cfg: PlanJobConfig) -> str:
     tables = list(ebc.embedding_bag_configs())
     d = cfg.dist
     constraints = planner_constraints(tables, list(d.sharding_types), d.compute_kernel,
-                                      dict(d.pin_sharding))  # fmt: skip
+                                      dict(d.pin_sharding), dict(d.pin_kernel))  # fmt: skip
     log.info("data=%s: %d tables from %s; model.embedding_dim=%d, optim.embedding=%s",
              cfg.data.name, len(tables), source, cfg.model.embedding_dim, e.name)  # fmt: skip
     entries, errors = [], []

@@ -13,6 +13,7 @@ import hashlib
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import (
     DefaultDataParallelWrapper,
@@ -20,7 +21,7 @@ from torchrec.distributed.model_parallel import (
 )
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ShardingEnv, ShardingPlan
+from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
 from recsys.errors import ConfigError
@@ -28,25 +29,48 @@ from recsys.errors import ConfigError
 INIT_CHUNK_ROWS = 65_536
 
 
+SHARDING_TYPES = [t.value for t in ShardingType]
+COMPUTE_KERNELS = [k.value for k in EmbeddingComputeKernel]
+
+
 def planner_constraints(
     tables: list[EmbeddingBagConfig],
     sharding_types: list[str],
     compute_kernel: str,
     pins: dict[str, str],
+    kernel_pins: dict[str, str] | None = None,
 ) -> dict[str, ParameterConstraints]:
+    """Per table: the sharding types and compute kernel the planner may choose from.
+
+    `pins` (dist.pin_sharding) and `kernel_pins` (dist.pin_kernel) fix a table's sharding type
+    or kernel. A table pinned to data_parallel gets the dense kernel unless its kernel is
+    pinned too: a fused (in-backward) kernel cannot be replicated.
+    """
+    kernel_pins = kernel_pins or {}
     names = {t.name for t in tables}
-    unknown = sorted(set(pins) - names)
-    if unknown:
-        raise ConfigError(
-            f"dist.pin_sharding names unknown tables {unknown} (tables: {sorted(names)})"
+    _check("dist.sharding_types", sharding_types, SHARDING_TYPES)
+    _check("dist.compute_kernel", [compute_kernel], COMPUTE_KERNELS)
+    checks = [("dist.pin_sharding", pins, SHARDING_TYPES),
+              ("dist.pin_kernel", kernel_pins, COMPUTE_KERNELS)]  # fmt: skip
+    for option, table_pins, allowed in checks:
+        unknown = sorted(set(table_pins) - names)
+        if unknown:
+            raise ConfigError(f"{option} names unknown tables {unknown} (tables: {sorted(names)})")
+        _check(option, list(table_pins.values()), allowed)
+    constraints = {}
+    for t in tables:
+        types = [pins[t.name]] if t.name in pins else list(sharding_types)
+        kernel = "dense" if types == [ShardingType.DATA_PARALLEL.value] else compute_kernel
+        constraints[t.name] = ParameterConstraints(
+            sharding_types=types, compute_kernels=[kernel_pins.get(t.name, kernel)]
         )
-    return {
-        t.name: ParameterConstraints(
-            sharding_types=[pins[t.name]] if t.name in pins else list(sharding_types),
-            compute_kernels=[compute_kernel],
-        )
-        for t in tables
-    }
+    return constraints
+
+
+def _check(option: str, values: list[str], allowed: list[str]) -> None:
+    bad = sorted(set(values) - set(allowed))
+    if bad:
+        raise ConfigError(f"{option}: unknown value(s) {bad} (allowed: {', '.join(allowed)})")
 
 
 def plan_sharding(
