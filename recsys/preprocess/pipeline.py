@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, replace
@@ -40,7 +39,7 @@ from recsys.preprocess.totals import (
 )  # fmt: skip
 from recsys.preprocess.transform import CategoricalMap
 from recsys.preprocess.vocab import ValueCounter, load_vocabularies, save_vocabularies
-from recsys.utils.atomic import atomic_write_json
+from recsys.utils.atomic import atomic_write_json, replace_directory
 
 log = logging.getLogger("recsys.preprocess")
 
@@ -308,10 +307,4 @@ def _transform(cfg: PreprocessConfig, plan: SplitPlan) -> dict:
 
 def _publish(staging: Path, target: Path) -> None:
     """Rename the finished staging directory into place (replacing an older data set)."""
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, trash)
-        os.replace(staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    replace_directory(staging, target)

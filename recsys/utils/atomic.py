@@ -58,16 +58,25 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     staging.mkdir()
     try:
         yield staging
-        if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} already exists")
-            trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(target, trash)
-            os.replace(staging, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-        _fsync_dir(target.parent)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists")
+        replace_directory(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Rename a finished `staging` directory to `target`, replacing an older one if present.
+
+    The old directory is first renamed aside, so `target` is always either the old or the new
+    complete directory, never a mix.
+    """
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    _fsync_dir(target.parent)

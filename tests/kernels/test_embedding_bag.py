@@ -14,16 +14,7 @@ from hypothesis import strategies as st
 
 from kernels import ops, quant
 from tests.conftest import REPO
-
-PATHS = [p for p in ("scalar", "avx2", "avx512") if ops.set_isa(p) == p]
-ops.set_isa("auto")
-
-
-@pytest.fixture(params=PATHS)
-def isa(request):
-    ops.set_isa(request.param)
-    yield request.param
-    ops.set_isa("auto")
+from tests.kernels.conftest import PATHS
 
 
 def fbgemm_int8(packed, indices, offsets, weights, include_last):

@@ -9,16 +9,6 @@ import torch.nn.functional as F
 
 from kernels import ops, quant
 
-PATHS = [p for p in ("scalar", "avx2", "avx512") if ops.set_isa(p) == p]
-ops.set_isa("auto")
-
-
-@pytest.fixture(params=PATHS)
-def isa(request):
-    ops.set_isa(request.param)
-    yield request.param
-    ops.set_isa("auto")
-
 
 def _case(rows: int, dim: int, lengths: list[int], seed: int, dtype=torch.int64):
     g = torch.Generator().manual_seed(seed)
