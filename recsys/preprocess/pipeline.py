@@ -83,6 +83,7 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
     for f in (RUN_FILE, LINES_FILE):
         (staging / f).unlink(missing_ok=True)
     shutil.rmtree(staging / work.MARKERS, ignore_errors=True)
+    shutil.rmtree(staging / work.STASH, ignore_errors=True)
     manifest.save(staging)
     _publish(staging, out_dir)
     summary = totals.summary()
@@ -190,8 +191,10 @@ def _run_pass(
     desc: str, sources: list[Source], cfg: PreprocessConfig, ctx: work.WorkerContext,
     pool: ProcessPoolExecutor, workers: int, fn: Callable[[Chunk], dict],
     on_result: Callable[[dict], int], wanted: Callable[[Chunk], bool],
+    needs_text: Callable[[Chunk], bool] = lambda c: True,
 ) -> None:  # fmt: skip
-    """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled."""
+    """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled.
+    A chunk for which `needs_text` is false (already parsed and stashed) goes without its text."""
     total = sum(s.size for s in sources)
     layouts = _layouts(Path(ctx.staging))
     rows, t0 = 0, time.perf_counter()
@@ -210,6 +213,8 @@ def _run_pass(
             for chunk in iter_chunks(sources, chunk_bytes, bar.update, layouts):
                 if not wanted(chunk):
                     continue
+                if not needs_text(chunk):
+                    chunk = replace(chunk, data=b"", offset=-1, size=0)
                 while len(pending) > workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     collect(done)
@@ -279,9 +284,11 @@ def _convert(
                                str(staging / work.REJECTS))  # fmt: skip
         return stats["rows_in"]
 
+    stashed = {p.stem for p in (staging / work.STASH).glob("*.npy")}
     convert = functools.partial(work.convert_chunk, vocab_dir=ctx.vocab_dir, ctx=ctx)
     _run_pass("converting", sources, cfg, ctx, pool, workers, convert, on_result,
-              lambda c: work.marker_name(c.source, c.index) not in done)  # fmt: skip
+              lambda c: work.marker_name(c.source, c.index) not in done,
+              lambda c: work.marker_name(c.source, c.index) not in stashed)  # fmt: skip
     return totals
 
 

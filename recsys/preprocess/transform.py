@@ -37,23 +37,35 @@ class CategoricalMap:
 
     def apply(self, f: int, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """Ids (int64) of feature f for `values` (uint32) with `missing` (bool)."""
-        if self.mode == "hash":
-            ids = values.astype(np.int64) % self.ranges[f] + 1
-        else:
-            vocab = self.vocabs[f]
-            if len(vocab) == 0:
-                ids = np.full(len(values), OOV_ID, dtype=np.int64)
-            elif len(vocab) >= HASH_TABLE_MIN:
-                table = self._tables.get(f)
-                if table is None:
-                    table = self._tables[f] = VocabTable(vocab)
-                ids = table.ids(values)
-            else:  # a small vocabulary stays in cache: a binary search is cheaper
-                pos = np.searchsorted(vocab, values)
-                found = vocab[np.minimum(pos, len(vocab) - 1)] == values
-                ids = np.where(found, pos + FIRST_ID, OOV_ID).astype(np.int64, copy=False)
+        ids = self.ids(f, values)
         ids[missing] = MISSING_ID
         return ids
+
+    def ids(self, f: int, values: np.ndarray, ascending: bool = False) -> np.ndarray:
+        """Ids (int64, a new array) of feature f for non-missing `values` (uint32);
+        `ascending`: the values are sorted (a chunk's distinct values), which a binary search
+        walks in one sweep."""
+        if self.mode == "hash":
+            r = self.ranges[f]
+            if r >= 1 << 32:  # every 32-bit value is below the range
+                ids = values.astype(np.int64)
+            else:  # uint32 floor division by a scalar is a multiply and shift (libdivide)
+                values = np.asarray(values, dtype=np.uint32)
+                ids = (values - values // np.uint32(r) * np.uint32(r)).astype(np.int64)
+            ids += 1
+            return ids
+        vocab = self.vocabs[f]
+        if len(vocab) == 0:
+            return np.full(len(values), OOV_ID, dtype=np.int64)
+        if len(vocab) >= HASH_TABLE_MIN and not ascending:
+            table = self._tables.get(f)
+            if table is None:
+                table = self._tables[f] = VocabTable(vocab)
+            return table.ids(values)
+        # a small vocabulary stays in cache: a binary search is cheaper
+        pos = np.searchsorted(vocab, values)
+        found = vocab[np.minimum(pos, len(vocab) - 1)] == values
+        return np.where(found, pos + FIRST_ID, OOV_ID).astype(np.int64, copy=False)
 
 
 HASH_TABLE_MIN = 1 << 20  # vocabularies this long are looked up through a `VocabTable`

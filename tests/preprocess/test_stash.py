@@ -1,0 +1,164 @@
+"""Vocab mode parses each training row once: the counting pass keeps the parsed chunk (a stash)
+and the conversion pass maps it. Its output must equal a plain parse, and resume must work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.data.features import DatasetManifest
+from recsys.preprocess import pipeline, work
+from recsys.preprocess.errors import PreprocessError
+from recsys.preprocess.parse import parse_chunk
+from recsys.preprocess.sources import Chunk
+from recsys.preprocess.splits import kaggle_plan
+from recsys.preprocess.transform import CategoricalMap
+from recsys.preprocess.vocab import chunk_inverse
+from tests.preprocess.reference import FIXTURES, read_split, run
+
+SMALL_CHUNKS = 4096 / 2**20  # ~4 KiB chunks: many parts, chunks across the train/test boundary
+
+
+@pytest.mark.parametrize(("n", "distinct", "missing_rate"),
+                         [(0, 1, 0.0), (1, 1, 1.0), (1000, 7, 0.3), (5000, 2**32, 0.0),
+                          (200_000, 150_000, 0.1), (70_000, 2**32, 0.5)])  # fmt: skip
+def test_chunk_inverse_matches_unique(n, distinct, missing_rate):
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, distinct, n, dtype=np.uint64).astype(np.uint32)
+    values[: n // 10] = 2**32 - 1  # the largest value must not be taken for "missing"
+    missing = rng.random(n) < missing_rate
+    keys, counts, inverse = chunk_inverse(values, missing)
+    ref_keys, ref_counts = np.unique(values[~missing], return_counts=True)
+    assert keys.dtype == np.uint32 and keys.tolist() == ref_keys.tolist()
+    assert counts.tolist() == ref_counts.tolist()
+    assert inverse.dtype == (np.uint16 if len(keys) < 2**16 else np.uint32)
+    assert (inverse[missing] == len(keys)).all()
+    assert (keys[inverse[~missing]] == values[~missing]).all()
+
+
+def _raw(tmp_path):
+    raw = tmp_path / "train.tsv"
+    raw.write_bytes(
+        (FIXTURES / "kaggle_clean.tsv").read_bytes() * 4
+        + (FIXTURES / "kaggle_bad.tsv").read_bytes()
+        + b"\n"
+        + (FIXTURES / "kaggle_clean.tsv").read_bytes()
+    )
+    return raw
+
+
+def _same(a_dir, b_dir):
+    """Two data sets with the same rows, values, counts and vocabularies."""
+    a, b = DatasetManifest.load(a_dir), DatasetManifest.load(b_dir)
+    assert a.splits == b.splits and a.rejects == b.rejects and a.extra == b.extra
+    assert a.sparse_features == b.sparse_features and a.missing_rate == b.missing_rate
+    for k in range(26):
+        va, vb = (
+            np.load(a_dir / "vocab" / f"C{k + 1}.npy"),
+            np.load(b_dir / "vocab" / f"C{k + 1}.npy"),
+        )
+        np.testing.assert_array_equal(va, vb)
+    for split in ("train", "valid", "test"):
+        x, y = read_split(a_dir, split), read_split(b_dir, split)
+        assert x.keys() == y.keys()
+        for name in x:
+            assert x[name].dtype == y[name].dtype
+            np.testing.assert_array_equal(x[name], y[name])
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5])
+def test_vocab_output_equals_a_plain_parse(tmp_path, rate):
+    """Stashed (parsed once) conversion == converting the text again with the same vocabulary
+    (`vocab_from`: no counting pass, no stash), including rejects, repairs, down-sampling and
+    chunks across the train/test boundary."""
+    raw = _raw(tmp_path)
+    kw = {"chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0, "negative_sample_rate": rate,
+          "frequency_threshold": 2}  # fmt: skip
+    once = run(raw, tmp_path / "once", **kw)
+    run(raw, tmp_path / "twice", vocab_from=str(tmp_path / "once"), **kw)
+    assert once.transform["vocab_from"] is None and once.rejects
+    assert once.sparse_features[0].num_embeddings > 2  # a vocabulary with values in it
+    _same(tmp_path / "once", tmp_path / "twice")
+    assert not (tmp_path / "once" / work.STASH).exists()
+    assert sorted(p.name for p in (tmp_path / "once" / "rejects").iterdir()) == sorted(
+        p.name for p in (tmp_path / "twice" / "rejects").iterdir()
+    )
+
+
+def test_killed_vocab_run_resumes_in_either_pass(tmp_path, monkeypatch):
+    raw = _raw(tmp_path)
+    kw = {"chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0}
+    run(raw, tmp_path / "fresh", **kw)
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    # killed after the counting pass: every training chunk is stashed, nothing converted
+    real_convert = pipeline._convert
+    monkeypatch.setattr(pipeline, "_convert", killed)
+    with pytest.raises(Killed):
+        run(raw, tmp_path / "resumed", **kw)
+    staging = tmp_path / ".resumed.staging"
+    stashes = sorted((staging / work.STASH).glob("*.npy"))
+    assert len(stashes) > 3 and (staging / "vocab" / "_done.json").is_file()
+    # ... and as if killed during the counting pass: no vocabulary, some stashes missing
+    (staging / "vocab" / "_done.json").unlink()
+    for p in stashes[1::2]:
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in stashes[::2]}
+    monkeypatch.setattr(work.Stash, "save", _no_overwrite(work.Stash.save, kept))
+    with pytest.raises(Killed):  # the counting pass reads kept stashes, parses the rest
+        run(raw, tmp_path / "resumed", **kw)
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert len(list((staging / work.STASH).glob("*.npy"))) == len(stashes)
+    # killed during the conversion: a converted chunk lost its marker and parts
+    monkeypatch.setattr(pipeline, "_convert", real_convert)
+    with pytest.raises(PreprocessError, match="rejected"):
+        run(raw, tmp_path / "resumed", **dict(kw, max_bad_fraction=0.0))
+    assert not list((staging / work.STASH).glob("*.npy"))  # each removed once converted
+    victim = sorted((staging / "_chunks").glob("*.json"))[1].stem
+    (staging / "_chunks" / f"{victim}.json").unlink()
+    for p in staging.glob(f"*/part-{victim}.parquet"):
+        p.unlink()
+    run(raw, tmp_path / "resumed", **kw)
+    _same(tmp_path / "fresh", tmp_path / "resumed")
+
+
+def _no_overwrite(save, kept):
+    def guarded(self, path):
+        assert path not in kept, f"{path} was parsed again"
+        return save(self, path)
+
+    return guarded
+
+
+def test_count_chunk_reads_an_existing_stash_back(tmp_path):
+    data = (FIXTURES / "kaggle_bad.tsv").read_bytes() + b"\n" + (FIXTURES / "kaggle_clean.tsv"
+                                                                  ).read_bytes()  # fmt: skip
+    plan = kaggle_plan([data.count(b"\n")])  # 47 lines: 41 train, 3 test, 3 valid
+    ctx = work.WorkerContext(str(tmp_path), ["raw.tsv"], plan, True, "vocab")
+    first = work.count_chunk(Chunk(0, 0, 1, data), ctx)
+    again = work.count_chunk(Chunk(0, 0, 1, b"garbage\n"), ctx)  # not parsed: stash read
+    assert first["rows_in"] == again["rows_in"] == 47 and first["rejected"] == 6
+    for (k1, c1), (k2, c2) in zip(first["counts"], again["counts"], strict=True):
+        assert k1.tolist() == k2.tolist() and c1.tolist() == c2.tolist()
+    block = parse_chunk(data, 1)
+    train = plan.assign(0, block.lines) == 0
+    assert first["rows"] == int(train.sum()) < block.rows
+    for f in range(26):  # counts of the training rows only
+        keys, counts = np.unique(block.cats[f][train & ~block.cat_missing[f]], return_counts=True)
+        assert first["counts"][f][0].tolist() == keys.tolist()
+        assert first["counts"][f][1].tolist() == counts.tolist()
+    stash = work.Stash.load(next((tmp_path / work.STASH).glob("*.npy")))
+    assert stash.lines.tolist() == block.lines.tolist()  # not consecutive: stored
+    cmap = CategoricalMap("hash", [2**32] * 26)
+    label, dense, dense_missing, ids = work._stash_rows(stash, None, cmap)
+    ref = work._block_rows(block, None, cmap)
+    np.testing.assert_array_equal(label, ref[0])
+    np.testing.assert_array_equal(dense, ref[1])
+    np.testing.assert_array_equal(dense_missing, ref[2])
+    for a, b in zip(ids, ref[3], strict=True):
+        np.testing.assert_array_equal(a, b)
