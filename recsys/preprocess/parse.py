@@ -41,8 +41,9 @@ del _PAIR
 _ZEROS = np.uint64(0x3030303030303030)  # eight ASCII '0'
 _HIGH = np.uint64(0xF0F0F0F0F0F0F0F0)
 _SIXES = np.uint64(0x0606060606060606)
-# _FILL[d]: the low 8 - d bytes of a word (those before a number of d <= 8 digits ending it)
-_FILL = np.array([(1 << (8 * (8 - min(max(d, 1), 8)))) - 1 for d in range(9)], dtype=np.uint64)
+# _DIGIT_BYTES[d]: the high d bytes of a word (the digits of a number of d <= 8 digits ending it)
+_DIGIT_BYTES = np.array([~((1 << (8 * (8 - d))) - 1) & (2**64 - 1) for d in range(9)],
+                        dtype=np.uint64)  # fmt: skip
 
 
 @dataclass
@@ -170,13 +171,14 @@ def _parse_buffer(
     """`_parse_regular` on the chunk's bytes laid out as 8 padding bytes, the text, and a final
     LF (the text's own or one added)."""
     n_fields = NUM_DENSE + NUM_SPARSE + (1 if labelled else 0)
-    delim = np.flatnonzero(buf < 11)  # TAB (9), LF (10), and any other control byte
+    # TAB (9) and LF (10): buf - 9 < 2 in uint8 (two passes; other control bytes stay inside
+    # fields, where the field checks below reject them)
+    delim = np.flatnonzero(np.less(np.subtract(buf, np.uint8(9)), np.uint8(2)))
     if len(delim) != n_lines * n_fields:
         return None
-    kinds = buf[delim].reshape(n_lines, n_fields)
-    if not ((kinds[:, :-1] == 9).all() and (kinds[:, -1] == 10).all()):
+    # the buffer has exactly n_lines LFs: if every line's last delimiter is one, the rest are TABs
+    if not (buf[delim[n_fields - 1 :: n_fields]] == 10).all():
         return None
-    del kinds
     # Row-major [lines, fields] grid of field ends (the delimiter after each field), worked
     # through in blocks of rows: the byte gathers walk the buffer forwards and the temporaries
     # stay in cache.
@@ -224,14 +226,14 @@ def _parse_rows(
         return False
     out.dense[:, rows] = dense[0].T
     out.dense_missing[:, rows] = dense[1].T
-    cat_starts = _field_starts(ends, line_starts, first + NUM_DENSE, NUM_SPARSE)  # [n, 26]
-    width = ends[:, first + NUM_DENSE :] - cat_starts
-    cat_missing = width == 0
-    if not (cat_missing | (width == 8)).all():
+    c0 = first + NUM_DENSE  # >= 1: a field ends before each categorical one
+    gap = np.diff(ends[:, c0 - 1 :], axis=1)  # [n, 26] width + 1
+    cat_missing = gap == 1
+    if not (cat_missing | (gap == 9)).all():
         return False
-    raw = words[np.minimum(cat_starts, len(words) - 1)]  # [n, 26] (missing: garbage)
-    pairs = _HEX_PAIR_LUT[raw.view(np.uint16)].reshape(len(ends), NUM_SPARSE, 4)
-    pairs[cat_missing] = 0
+    raw = words[ends[:, c0:] - 8]  # [n, 26] the 8 bytes before each field's end
+    raw[cat_missing] = _ZEROS  # missing: "00000000" (value 0)
+    pairs = _HEX_PAIR_LUT[raw.view(np.uint16)]
     if pairs.max() > 255:
         return False
     out.cats[:, rows] = pairs.astype(np.uint8).view(">u4").reshape(len(ends), NUM_SPARSE).T
@@ -253,35 +255,48 @@ def _field_starts(ends: np.ndarray, line_starts: np.ndarray, lo: int, count: int
 def _dense_fields(
     buf: np.ndarray, words: np.ndarray, starts: np.ndarray, ends: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """[n, 13] field bounds -> (int64 values, missing), or None when one is not an integer."""
+    """[n, 13] field bounds -> (int64 values, missing), or None when one is not an integer.
+
+    Each field's last 8 bytes are read as one word; XOR with '0' turns its digits into their
+    values, the bytes before the digits (of the previous field) are masked to 0 (a missing field
+    is all mask, so it reads 0), any byte then above 9 means "not a digit", and three SWAR steps
+    add the digits up."""
     width = ends - starts
     missing = width == 0
-    neg = ~missing & (buf[starts] == 45)  # '-'
+    neg = buf[starts] == 45  # '-' (a missing field "starts" at its delimiter: never '-')
     digits = width - neg
     if digits.max() > 18 or (neg & (digits == 0)).any():
         return None
     x = words[ends - 8]  # the 8 bytes before the field's end; the digits are the last ones
-    fill = _FILL[np.minimum(digits, 8)]  # the bytes before the digits ...
-    x = (x & ~fill) | (_ZEROS & fill)  # ... become '0'
-    ok = ((x & _HIGH) == _ZEROS) & (((x + _SIXES) & _HIGH) == _ZEROS)
-    if not (ok | missing).all():
+    x ^= _ZEROS
+    x &= _DIGIT_BYTES[np.minimum(digits, 8)]
+    bad = x + _SIXES  # a byte above 9 (not a digit) has its high nibble set here or in x
+    bad |= x
+    bad &= _HIGH
+    if bad.any():
         return None
-    x = x - _ZEROS
-    x = (x * np.uint64(10) + (x >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
-    x = (x * np.uint64(100) + (x >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-    x = (x * np.uint64(10000) + (x >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    values = x.astype(np.int64)
+    t = x * np.uint64(10)
+    x >>= np.uint64(8)
+    x += t
+    x &= np.uint64(0x00FF00FF00FF00FF)
+    t = x * np.uint64(100)
+    x >>= np.uint64(16)
+    x += t
+    x &= np.uint64(0x0000FFFF0000FFFF)
+    t = x * np.uint64(10000)
+    x >>= np.uint64(32)
+    x += t
+    x &= np.uint64(0xFFFFFFFF)
+    values = x.view(np.int64)
     long = np.flatnonzero(digits > 8)
     if len(long):
-        raw = buf.tobytes()
         flat_s, flat_e = starts.ravel(), ends.ravel()
         for i in long:
-            text = raw[flat_s[i] : flat_e[i]]
+            text = buf[flat_s[i] : flat_e[i]].tobytes()
             if not _DENSE_RE.match(text):
                 return None
             values.flat[i] = abs(int(text))
-    values = np.where(neg, -values, values)
-    values[missing] = 0
+    np.negative(values, out=values, where=neg)
     return values, missing
 
 
