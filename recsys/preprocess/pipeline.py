@@ -29,7 +29,7 @@ from recsys.data.features import DatasetManifest
 from recsys.preprocess import work
 from recsys.preprocess.errors import PreprocessError
 from recsys.preprocess.parse import SPARSE_NAMES
-from recsys.preprocess.sources import Chunk, Source, iter_chunks, resolve_sources
+from recsys.preprocess.sources import Chunk, Source, iter_chunks, resolve_sources, scan_plain
 from recsys.preprocess.splits import SplitPlan, kaggle_plan, terabyte_plan, unlabelled_plan
 from recsys.preprocess.totals import (
     RunTotals,
@@ -152,15 +152,18 @@ def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> 
     cached = {k: v for k, v in cached.items() if isinstance(v, dict)}  # older format: recount
     todo = [s for s in needed if s.path not in cached]
     if todo:
-        layouts: dict[str, list[list[int]]] = {s.path: [] for s in todo}
-        for chunk in _chunks("counting lines", todo, cfg, set()):
-            if chunk.offset >= 0:
-                layouts[todo[chunk.source].path].append(
-                    [chunk.offset, chunk.first_line, chunk.size]
-                )
-        for s in todo:
-            cached[s.path] = {"lines": s.lines, "crc32": s.crc32,
-                              "chunks": None if s.gzip else layouts[s.path]}  # fmt: skip
+        chunk_bytes = int(cfg.chunk_mb * (1 << 20))
+        total = sum(s.size for s in todo)
+        with tqdm(total=total, desc="counting lines", unit="B", unit_scale=True,
+                  disable=not cfg.progress, mininterval=1.0) as bar:  # fmt: skip
+            for s in todo:
+                if s.gzip:
+                    for _ in iter_chunks([s], chunk_bytes, bar.update):
+                        pass
+                    layout = None
+                else:
+                    layout = scan_plain(s, chunk_bytes, bar.update)
+                cached[s.path] = {"lines": s.lines, "crc32": s.crc32, "chunks": layout}
         atomic_write_json(lines_file, cached)
     for s in sources:
         if s.path in cached:
@@ -175,16 +178,6 @@ def _layouts(staging: Path) -> dict[str, list[list[int]]]:
     lines_file = staging / LINES_FILE
     cached = json.loads(lines_file.read_text()) if lines_file.is_file() else {}
     return {k: v["chunks"] for k, v in cached.items() if isinstance(v, dict) and v["chunks"]}
-
-
-def _chunks(desc: str, sources: list[Source], cfg: PreprocessConfig, skip: set[str]):
-    """Chunks of `sources` not in `skip`, under a progress bar over bytes on disk (with ETA)."""
-    total = sum(s.size for s in sources)
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
-              mininterval=1.0) as bar:  # fmt: skip
-        for chunk in iter_chunks(sources, int(cfg.chunk_mb * (1 << 20)), bar.update):
-            if work.marker_name(chunk.source, chunk.index) not in skip:
-                yield chunk
 
 
 def _run_pass(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from recsys.preprocess.errors import PreprocessError
 
 
@@ -140,6 +142,57 @@ def iter_chunks(
             source.lines, source.crc32 = reader.lines, reader.crc
         finally:
             reader.close()
+
+
+def scan_plain(
+    source: Source, chunk_bytes: int, progress: callable | None = None
+) -> list[list[int]]:
+    """The chunk layout of a plain (not gzip) source, `[offset, first_line, size]` per chunk,
+    exactly the chunks `iter_chunks` cuts; fills the source's `lines` and `crc32`.
+
+    The line-count pass runs before any worker has work, so its speed is wall time: the file is
+    read into one reused buffer (no fresh 64 MiB objects, no concatenation), the chunk end found
+    with `bytearray.find` (memchr), and newlines counted with numpy (SIMD) into a reused mask.
+    """
+    window = max(chunk_bytes, 1) + (1 << 20)
+    buf = bytearray(window)
+    view = memoryview(buf)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    mask = np.empty(window, dtype=bool)
+    layout: list[list[int]] = []
+    offset, line, crc, got, eof = 0, 1, 0, 0, False
+    with open(source.path, "rb", buffering=0) as f:
+        while True:
+            end = -1
+            while True:  # enough bytes to cut a chunk: chunk_bytes and the rest of its line
+                if got >= chunk_bytes:
+                    pos = buf.find(b"\n", chunk_bytes - 1, got)
+                    if pos >= 0:
+                        end = pos + 1
+                        break
+                if eof:
+                    end = got
+                    break
+                if got == len(buf):  # a line longer than the window: a buffer twice the size
+                    buf = bytearray(buf) + bytearray(len(buf))
+                    view, arr = memoryview(buf), np.frombuffer(buf, dtype=np.uint8)
+                    mask = np.empty(len(buf), dtype=bool)
+                n = f.readinto(view[got:])
+                eof = n == 0
+                got += n
+            if end == 0:
+                break
+            np.equal(arr[:end], 10, out=mask[:end])
+            lines = int(np.count_nonzero(mask[:end])) + (0 if buf[end - 1] == 10 else 1)
+            crc = zlib.crc32(view[:end], crc)
+            layout.append([offset, line, end])
+            offset, line = offset + end, line + lines
+            if progress is not None:
+                progress(end)
+            buf[: got - end] = view[end:got]
+            got -= end
+    source.lines, source.crc32 = line - 1, crc
+    return layout
 
 
 def count_lines(source: Source, chunk_bytes: int = 64 << 20) -> int:
