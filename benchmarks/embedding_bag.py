@@ -1,5 +1,14 @@
 """Embedding-bag lookups on row-wise quantized tables: ours vs FBGEMM vs fp32 embedding_bag.
 
+Ops (each a single PyTorch operator call from Python, the way a serving module calls them):
+  ours int8 / int4 / int8_half   torch.ops.recsys_kernels.embedding_bag (FBGEMM byte layout /
+                                 FBGEMM 4-bit layout / our compact int8 with fp16 scale, bias)
+  fbgemm int8 / int4             torch.ops.quantized.embedding_bag_{byte,4bit}_rowwise_offsets
+  fbgemm tbe int8 / int4         fbgemm_gpu's CPU table-batched int-n-bit lookup
+                                 (IntNBitTableBatchedEmbeddingBagsCodegen, fp16 scale/bias in
+                                 front of each row; compare with ours int8_half / ours int4)
+The `kernels.ops` Python wrappers add a fixed ~2-3 us per call (measured, printed at the end).
+
 Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows; batch 512;
 uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
 config run interleaved, round after round (the machine is shared), and the ratios are medians
@@ -15,6 +24,12 @@ pages (`kernels.ops.to_hugepages`). Also measured: the index checks' cost (check
 
 from __future__ import annotations
 
+import os
+
+# Every torch allocation of 2 MiB or more on transparent huge pages (fbgemm_gpu's TBE tables
+# included), so that FBGEMM's tables get what ours get from kernels.ops.to_hugepages.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import argparse
 import itertools
 import json
@@ -27,6 +42,11 @@ import fbgemm_gpu  # noqa: F401  (torch.ops.quantized.* ops)
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fbgemm_gpu.split_embedding_configs import SparseType
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (
+    IntNBitTableBatchedEmbeddingBagsCodegen,
+)
 
 from benchmarks.machine import machine_info
 from kernels import ops
@@ -35,15 +55,32 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 512
 
 
-def packed_table(rows: int, dim: int, bits: int, seed: int) -> torch.Tensor:
-    """Random codes with valid scale/bias, on huge pages (no fp32 table of 10M rows needed)."""
+def packed_table(rows: int, dim: int, fmt: str, seed: int) -> torch.Tensor:
+    """Random codes with valid scale/bias, on huge pages (no fp32 table of 10M rows needed).
+    fmt: "int8" (fp32 scale/bias), "int8_half" or "int4" (fp16 scale/bias)."""
     g = torch.Generator().manual_seed(seed)
-    code_bytes = dim if bits == 8 else (dim + 1) // 2
-    table = torch.randint(0, 256, (rows, code_bytes + (8 if bits == 8 else 4)), generator=g,
+    code_bytes = (dim + 1) // 2 if fmt == "int4" else dim
+    table = torch.randint(0, 256, (rows, code_bytes + (8 if fmt == "int8" else 4)), generator=g,
                           dtype=torch.uint8)  # fmt: skip
-    tail = torch.tensor([0.01, -0.5], dtype=torch.float32 if bits == 8 else torch.float16)
+    tail = torch.tensor([0.01, -0.5], dtype=torch.float32 if fmt == "int8" else torch.float16)
     table[:, code_bytes:] = tail.view(torch.uint8)
     return ops.to_hugepages(table)
+
+
+def tbe_module(packed: torch.Tensor, dim: int, fmt: str) -> IntNBitTableBatchedEmbeddingBagsCodegen:
+    """fbgemm_gpu's CPU int-n-bit TBE holding the same rows as `packed` (int8_half or int4
+    layout: codes, then fp16 scale and bias; the TBE keeps scale and bias in front)."""
+    sparse_type = SparseType.INT8 if fmt == "int8_half" else SparseType.INT4
+    tbe = IntNBitTableBatchedEmbeddingBagsCodegen(
+        embedding_specs=[("t", packed.shape[0], dim, sparse_type, EmbeddingLocation.HOST)],
+        device="cpu", output_dtype=SparseType.FP32,
+    )  # fmt: skip
+    tbe.initialize_weights()
+    codes, scale_bias = tbe.split_embedding_weights()[0]
+    code_bytes = packed.shape[1] - 4
+    codes[:, :code_bytes].copy_(packed[:, :code_bytes])
+    scale_bias.copy_(packed[:, code_bytes:])
+    return tbe
 
 
 def ids(rows: int, n: int, dist: str, seed: int) -> torch.Tensor:
@@ -77,25 +114,35 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     n = BATCH * pool
     idx = ids(rows, n, dist, seed=dim * 1000 + pool)
     off = torch.arange(0, n + 1, pool)  # with the trailing end offset
-    t8, t4, f32 = tables["int8"], tables["int4"], tables.get("fp32")
+    t8, t4, th, f32 = tables["int8"], tables["int4"], tables["int8_half"], tables.get("fp32")
+    tbe8, tbe4 = tables["tbe int8"], tables["tbe int4"]
     fb8 = torch.ops.quantized.embedding_bag_byte_rowwise_offsets
     fb4 = torch.ops.quantized.embedding_bag_4bit_rowwise_offsets
-    unchecked = torch.ops.recsys_kernels.embedding_bag
+    ours = torch.ops.recsys_kernels.embedding_bag  # (weight, ids, offsets, format, dim, mode,
+    # per_sample_weights, include_last_offset, table name, out dtype)
 
     def ours_unchecked() -> None:
         previous = ops.set_index_checks(False)
-        unchecked(t8, idx, off, 0, -1, 0, None, True, "", None)
+        ours(t8, idx, off, 0, -1, 0, None, True, "", None)
         ops.set_index_checks(previous)
 
     cases = {
-        "ours int8": lambda: ops.embedding_bag_int8(t8, idx, off, include_last_offset=True),
+        "ours int8": lambda: ours(t8, idx, off, 0, -1, 0, None, True, "", None),
         "fbgemm int8": lambda: fb8(t8, idx, off, False, 0, False, None, None, True),
-        "ours int4": lambda: ops.embedding_bag_int4(t4, idx, off, include_last_offset=True),
+        "ours int4": lambda: ours(t4, idx, off, 2, -1, 0, None, True, "", None),
         "fbgemm int4": lambda: fb4(t4, idx, off, False, 0, False, None, None, True),
+        "ours int8_half": lambda: ours(th, idx, off, 1, -1, 0, None, True, "", None),
+        "fbgemm tbe int8_half": lambda: tbe8(idx, off),
+        "fbgemm tbe int4": lambda: tbe4(idx, off),
         "gather limit int8": lambda: ops.gather_probe(t8, idx, off),
         "ours int8 unchecked": ours_unchecked,
     }
-    row_bytes = {"int8": t8.shape[1], "int4": t4.shape[1], "fp32": 4 * dim}
+    row_bytes = {
+        "int8": t8.shape[1],
+        "int4": t4.shape[1],
+        "int8_half": th.shape[1],
+        "fp32": 4 * dim,
+    }
     if f32 is not None:
         cases["fp32 embedding_bag"] = lambda: F.embedding_bag(
             idx, f32, off, include_last_offset=True
@@ -104,12 +151,17 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     out = []
     for name, ts in times.items():
         s = statistics.median(ts)
-        fmt = "fp32" if "fp32" in name else ("int4" if "int4" in name else "int8")
+        fmt = next(f for f in ("fp32", "int4", "int8_half", "int8") if f in name)
         row = {"op": name, "rows": rows, "dim": dim, "pool": pool, "ids": dist,
                "threads": threads, "mids_per_s": round(n / s / 1e6, 2),
                "ns_per_id": round(s / n * 1e9, 2),
                "gb_per_s": round(n * row_bytes[fmt] / s / 1e9, 2)}  # fmt: skip
-        for ref, key in (("fbgemm", "vs_fbgemm"), ("gather limit", "vs_gather_limit")):
+        refs = (
+            ("fbgemm", "vs_fbgemm"),
+            ("fbgemm tbe", "vs_fbgemm_tbe"),
+            ("gather limit", "vs_gather_limit"),
+        )
+        for ref, key in refs:
             other = f"{ref} {fmt}"
             if name.startswith("ours") and other in times:  # median of per-round ratios
                 row[key] = round(statistics.median(
@@ -126,14 +178,17 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
 def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables."""
     out: dict = {}
-    for fmt in ("int8", "int4"):
-        ratios = [r["vs_fbgemm"] for r in rows if r["op"] == f"ours {fmt}"]
-        worst = min(
-            rows, key=lambda r: r.get("vs_fbgemm", 9e9) if r["op"] == f"ours {fmt}" else 9e9
-        )
-        out[f"ours/fbgemm {fmt} geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
-        out[f"ours/fbgemm {fmt} worst"] = round(min(ratios), 3)
-        out[f"ours/fbgemm {fmt} worst row"] = {k: worst[k] for k in _KEYS}
+    for fmt, key, label in (("int8", "vs_fbgemm", "fbgemm"), ("int4", "vs_fbgemm", "fbgemm"),
+                            ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe"),
+                            ("int4", "vs_fbgemm_tbe", "fbgemm tbe")):  # fmt: skip
+        mine = [r for r in rows if r["op"] == f"ours {fmt}" and key in r]
+        if not mine:
+            continue
+        ratios = [r[key] for r in mine]
+        worst = min(mine, key=lambda r: r[key])
+        out[f"ours/{label} {fmt} geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
+        out[f"ours/{label} {fmt} worst"] = round(min(ratios), 3)
+        out[f"ours/{label} {fmt} worst row"] = {k: worst[k] for k in _KEYS}
     big = [r["vs_gather_limit"] for r in rows if r["op"] == "ours int8" and r["rows"] >= 10**6]
     if big:
         out["ours int8 / gather limit (10M rows) median"] = round(statistics.median(big), 3)
@@ -144,6 +199,22 @@ def summarise(rows: list[dict]) -> dict:
 
 
 _KEYS = ("rows", "dim", "pool", "ids", "threads")
+
+
+def wrapper_overhead_us(reps: int = 2000) -> float:
+    """Fixed cost of the `kernels.ops` Python wrapper over the bare operator (one tiny bag)."""
+    torch.set_num_threads(1)
+    table = packed_table(1000, 16, "int8", 0)
+    idx, off = torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
+    op = torch.ops.recsys_kernels.embedding_bag
+    times = interleaved({
+        "op": lambda: [op(table, idx, off, 0, -1, 0, None, True, "", None) for _ in range(reps)],
+        "wrapper": lambda: [ops.embedding_bag_int8(table, idx, off, include_last_offset=True)
+                            for _ in range(reps)],
+    }, 15)  # fmt: skip
+    return round(
+        statistics.median(w - o for w, o in zip(times["wrapper"], times["op"], strict=True))
+        / reps * 1e6, 2)  # fmt: skip
 
 
 def main() -> None:
@@ -159,18 +230,23 @@ def main() -> None:
     rows: list[dict] = []
     print(f"kernel path: {ops.current_isa()}")
     for size, dim in itertools.product(sizes, dims):
-        tables = {"int8": packed_table(size, dim, 8, 1), "int4": packed_table(size, dim, 4, 2)}
+        tables: dict = {f: packed_table(size, dim, f, seed)
+                        for seed, f in enumerate(("int8", "int4", "int8_half"), 1)}  # fmt: skip
+        tables["tbe int8"] = tbe_module(tables["int8_half"], dim, "int8_half")
+        tables["tbe int4"] = tbe_module(tables["int4"], dim, "int4")
         if size * dim <= 10_000_000 * 64:  # fp32 baseline where it fits in memory comfortably
             tables["fp32"] = torch.randn(size, dim)
         for pool, dist, threads in itertools.product(pools, ("uniform", "zipf"), args.threads):
             for r in bench_config(tables, size, dim, pool, dist, threads, args.reps):
                 rows.append(r)
-                extra = "".join(f" {k} {r[k]}" for k in ("vs_fbgemm", "vs_gather_limit") if k in r)
+                keys = ("vs_fbgemm", "vs_fbgemm_tbe", "vs_gather_limit")
+                extra = "".join(f" {k} {r[k]}" for k in keys if k in r)
                 print(f"{r['op']:<20} rows {size:>10,} dim {dim:>3} pool {pool:>3} {dist:<7} "
                       f"{threads}t {r['mids_per_s']:>8.1f} M ids/s {r['ns_per_id']:>7.2f} ns/id "
                       f"{r['gb_per_s']:>6.2f} GB/s{extra}", flush=True)  # fmt: skip
         del tables
     summary = summarise(rows)
+    summary["kernels.ops wrapper overhead (us per call)"] = wrapper_overhead_us()
     for k, v in summary.items():
         print(f"{k}: {v}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -80,9 +80,9 @@ template <typename Index>
 Kernel<Index> pick_kernel() {
   const bool checks = g_checks.load();
   switch (active_isa()) {
-    case Isa::kAvx512: return checks ? bag_avx512<Index> : bag_unchecked_avx512<Index>;
-    case Isa::kAvx2: return checks ? bag_avx2<Index> : bag_unchecked_avx2<Index>;
-    default: return bag_scalar<Index>;
+    case Isa::kAvx512: return checks ? bags_avx512<Index> : bags_unchecked_avx512<Index>;
+    case Isa::kAvx2: return checks ? bags_avx2<Index> : bags_unchecked_avx2<Index>;
+    default: return bags_scalar<Index>;
   }
 }
 

@@ -10,7 +10,7 @@
 namespace recsys_kernels {
 
 template <typename Index>
-using Kernel = int64_t (*)(const Bag<Index>&);
+using Kernel = int64_t (*)(const Bags<Index>&);
 
 // The kernel of the active path (unchecked only while index checks are switched off, and only
 // on the SIMD paths: the scalar reference always checks).
@@ -25,11 +25,11 @@ bool set_index_checks(bool enabled);
 int prefetch_distance();
 int64_t set_prefetch_distance(int64_t rows);
 
-// Bags per task of at::parallel_for: about 2048 ids per task, so small batches stay on one
-// thread and large ones split evenly.
+// Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
+// thread (waking a second costs more than it saves) and large ones split evenly.
 inline int64_t bag_grain(int64_t n_idx, int64_t n_bags) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
-  return avg > 0 ? (2048 + avg - 1) / avg : 2048;
+  return avg > 0 ? (1024 + avg - 1) / avg : 1024;
 }
 
 }  // namespace recsys_kernels

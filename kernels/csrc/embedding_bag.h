@@ -20,34 +20,42 @@ inline int64_t code_bytes(Format f, int64_t dim) { return f == Format::kInt4 ? (
 inline int64_t trailer_bytes(Format f) { return f == Format::kInt8 ? 8 : 4; }
 inline int64_t row_bytes(Format f, int64_t dim) { return code_bytes(f, dim) + trailer_bytes(f); }
 
-// One pooled bag: out[0:dim] = out_scale * sum_i w_i * dequant(row(indices[i])), w_i = 1 without
-// weights, out_scale = 1 (sum) or 1/length (mean). `out` is overwritten; an empty bag gives 0.
+// A run of consecutive bags of one table, pooled by one kernel call: the format, weights and
+// width are resolved once per run, not once per bag (a bag of one id costs a few ns, not tens).
+// Bag k holds ids [offsets[k], end_k), end_k = offsets[k + 1], or last_end for the last bag;
+// out[k * out_stride : + dim] = out_scale_k * sum_i w_i * dequant(row(indices[i])), w_i = 1
+// without weights, out_scale_k = 1 (sum) or 1 / length (mean); an empty bag gives 0. Positions
+// (offsets, last_end, prefetch_end) index the call's whole `indices` and `weights` arrays.
 template <typename Index>
-struct Bag {
+struct Bags {
   const uint8_t* table;   // first byte of row 0
   int64_t row_bytes;      // bytes per packed row
   int64_t rows;           // rows in the table: ids outside [0, rows) are never read
   int64_t dim;            // embedding dimension D
   Format format;
-  const Index* indices;   // ids of this bag
-  int64_t length;         // number of ids in this bag
-  int64_t prefetch_len;   // ids from `indices` on that belong to this table (prefetch window,
-                          // so prefetching runs on into the next bags of the same table)
+  const Index* indices;   // every id of the call
+  const Index* offsets;   // start of each bag of the run (count entries)
+  int64_t count;          // bags in the run
+  int64_t last_end;       // end of the run's last bag
+  int64_t prefetch_end;   // end of this table's ids: prefetching runs on into later bags up to
+                          // here, never into another table's ids
   int prefetch_distance;  // rows ahead whose cache lines are prefetched (0: none)
-  const float* weights;   // per-sample weights of this bag, or nullptr
-  float out_scale;        // 1 (sum) or 1/length (mean)
-  float* out;             // dim floats
+  const float* weights;   // every per-sample weight of the call, or nullptr
+  bool mean;              // mean pooling (else sum)
+  float* out;             // output of the run's first bag
+  int64_t out_stride;     // floats from one bag's output to the next
 };
 
-// Each kernel returns -1, or the position in the bag of the first id outside the table (that
-// row is not read; the caller raises an error naming table and position).
-template <typename Index> int64_t bag_scalar(const Bag<Index>& b);
-template <typename Index> int64_t bag_avx2(const Bag<Index>& b);
-template <typename Index> int64_t bag_avx512(const Bag<Index>& b);
+// Each kernel returns -1, or the position (in `indices`) of the first id of the run outside the
+// table: the ids are checked before any row is read, so then nothing is read or written, and
+// the caller raises an error naming table and position.
+template <typename Index> int64_t bags_scalar(const Bags<Index>& g);
+template <typename Index> int64_t bags_avx2(const Bags<Index>& g);
+template <typename Index> int64_t bags_avx512(const Bags<Index>& g);
 
 // Same as above without the id range check: only for measuring what the check costs.
-template <typename Index> int64_t bag_unchecked_avx2(const Bag<Index>& b);
-template <typename Index> int64_t bag_unchecked_avx512(const Bag<Index>& b);
+template <typename Index> int64_t bags_unchecked_avx2(const Bags<Index>& g);
+template <typename Index> int64_t bags_unchecked_avx512(const Bags<Index>& g);
 
 float half_to_float(uint16_t h);
 

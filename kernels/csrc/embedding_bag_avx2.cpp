@@ -73,6 +73,23 @@ inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
   }
 }
 
+// int4, two vectors at a time: 8 bytes -> the 8 even columns (low nibbles) and the 8 odd ones
+// (high nibbles); `interleave` restores column order once per bag. The last pair may read up
+// to 3 bytes past the codes: still inside the row (4-byte trailer); those lanes are not stored.
+inline void load_int4_pair(const uint8_t* p, VF& even, VF& odd) {
+  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  even = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0x0f)));
+  odd = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+}
+inline void load_int4_pair_tail(const uint8_t* p, const Tail&, VF& even, VF& odd) {
+  load_int4_pair(p, even, odd);
+}
+inline void interleave(VF even, VF odd, VF& lo, VF& hi) {
+  const VF a = _mm256_unpacklo_ps(even, odd), b = _mm256_unpackhi_ps(even, odd);
+  lo = _mm256_permute2f128_ps(a, b, 0x20);
+  hi = _mm256_permute2f128_ps(a, b, 0x31);
+}
+
 inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
 inline void vstore_tail(float* p, VF v, const Tail& t) { _mm256_maskstore_ps(p, t.lanes, v); }
 

@@ -35,11 +35,12 @@ struct Tail {
   __mmask16 lanes;  // valid columns of the last vector
   __mmask16 bytes8;  // their int8 code bytes
   __mmask16 bytes4;  // their int4 code bytes
+  __mmask16 pair4;   // int4 code bytes of the last two vectors (a full one, then `lanes`)
 };
 
 inline Tail make_tail(int last) {
   const auto m = [](int n) { return static_cast<__mmask16>((1u << n) - 1u); };
-  return {m(last), m(last), m((last + 1) / 2)};
+  return {m(last), m(last), m((last + 1) / 2), m(8 + (last + 1) / 2)};
 }
 
 inline VF u8_to_ps(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
@@ -67,6 +68,28 @@ inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
   } else {
     return u8_to_ps(_mm_maskz_loadu_epi8(t.bytes8, p));
   }
+}
+
+// int4, two vectors at a time: 16 bytes -> the 16 even columns (low nibbles) and the 16 odd
+// ones (high nibbles), with no byte shuffle per row; `interleave` restores column order once per
+// bag.
+inline void u4_pair(__m128i bytes, VF& even, VF& odd) {
+  const __m512i b = _mm512_cvtepu8_epi32(bytes);
+  even = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0f)));
+  odd = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+}
+inline void load_int4_pair(const uint8_t* p, VF& even, VF& odd) {
+  u4_pair(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), even, odd);
+}
+inline void load_int4_pair_tail(const uint8_t* p, const Tail& t, VF& even, VF& odd) {
+  u4_pair(_mm_maskz_loadu_epi8(t.pair4, p), even, odd);
+}
+inline void interleave(VF even, VF odd, VF& lo, VF& hi) {
+  const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                        15, 31);
+  lo = _mm512_permutex2var_ps(even, ilo, odd);
+  hi = _mm512_permutex2var_ps(even, ihi, odd);
 }
 
 inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }

@@ -51,26 +51,32 @@ inline void scale_bias(Format f, const uint8_t* row, int64_t cb, float& s, float
 }
 
 template <typename Index>
-int64_t bag_scalar(const Bag<Index>& b) {
-  const int64_t cb = code_bytes(b.format, b.dim);
-  for (int64_t j = 0; j < b.dim; ++j) b.out[j] = 0.f;
-  float bias_sum = 0.f;
-  for (int64_t i = 0; i < b.length; ++i) {
-    const int64_t id = static_cast<int64_t>(b.indices[i]);
-    if (id < 0 || id >= b.rows) return i;
-    const uint8_t* row = b.table + id * b.row_bytes;
-    float scale, bias;
-    scale_bias(b.format, row, cb, scale, bias);
-    const float w = b.weights ? b.weights[i] : 1.f;
-    scale *= w;
-    bias_sum += w * bias;
-    for (int64_t j = 0; j < b.dim; ++j) b.out[j] += scale * code_at(b.format, row, j);
+int64_t bags_scalar(const Bags<Index>& g) {
+  const int64_t cb = code_bytes(g.format, g.dim);
+  for (int64_t k = 0; k < g.count; ++k) {
+    const int64_t s = static_cast<int64_t>(g.offsets[k]);
+    const int64_t e = k + 1 < g.count ? static_cast<int64_t>(g.offsets[k + 1]) : g.last_end;
+    float* out = g.out + k * g.out_stride;
+    for (int64_t j = 0; j < g.dim; ++j) out[j] = 0.f;
+    float bias_sum = 0.f;
+    for (int64_t i = s; i < e; ++i) {
+      const int64_t id = static_cast<int64_t>(g.indices[i]);
+      if (id < 0 || id >= g.rows) return i;
+      const uint8_t* row = g.table + id * g.row_bytes;
+      float scale, bias;
+      scale_bias(g.format, row, cb, scale, bias);
+      const float w = g.weights ? g.weights[i] : 1.f;
+      scale *= w;
+      bias_sum += w * bias;
+      for (int64_t j = 0; j < g.dim; ++j) out[j] += scale * code_at(g.format, row, j);
+    }
+    const float out_scale = g.mean && e > s ? 1.f / static_cast<float>(e - s) : 1.f;
+    for (int64_t j = 0; j < g.dim; ++j) out[j] = (out[j] + bias_sum) * out_scale;
   }
-  for (int64_t j = 0; j < b.dim; ++j) b.out[j] = (b.out[j] + bias_sum) * b.out_scale;
   return -1;
 }
 
-template int64_t bag_scalar<int32_t>(const Bag<int32_t>&);
-template int64_t bag_scalar<int64_t>(const Bag<int64_t>&);
+template int64_t bags_scalar<int32_t>(const Bags<int32_t>&);
+template int64_t bags_scalar<int64_t>(const Bags<int64_t>&);
 
 }  // namespace recsys_kernels

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <mutex>
@@ -50,18 +51,23 @@ Table check_table(const at::Tensor& w, Format f, int64_t dim, const std::string&
   return {w.data_ptr<uint8_t>(), w.size(0), w.size(1), dim, name};
 }
 
-// Offsets must be non-negative, non-decreasing and within the indices.
+// Offsets must be non-negative, non-decreasing and within the indices. One cheap pass; the
+// table name is looked up only for the error.
 template <typename Index>
 void check_offsets(const Index* off, int64_t n_off, int64_t n_idx, int64_t batch,
                    const std::vector<Table>& tables) {
-  for (int64_t k = 0; k < n_off; ++k) {
-    const std::string& name = tables[std::min<int64_t>(k / batch, tables.size() - 1)].name;
-    TORCH_CHECK(off[k] >= 0 && off[k] <= n_idx, "recsys_kernels: table '", name, "': offset ",
-                off[k], " at bag ", k, " is outside the ", n_idx, " indices (offsets run past "
-                "the indices or are negative)");
-    TORCH_CHECK(k == 0 || off[k - 1] <= off[k], "recsys_kernels: table '", name,
-                "': offsets decrease at bag ", k, " (", off[k - 1], " then ", off[k], ")");
+  int64_t k = 0;
+  for (Index prev = 0; k < n_off; ++k) {
+    if (off[k] < prev || off[k] > n_idx) break;
+    prev = off[k];
   }
+  if (k == n_off) return;
+  const std::string& name = tables[std::min<int64_t>(k / batch, tables.size() - 1)].name;
+  TORCH_CHECK(off[k] >= 0 && off[k] <= n_idx, "recsys_kernels: table '", name, "': offset ",
+              off[k], " at bag ", k, " is outside the ", n_idx, " indices (offsets run past "
+              "the indices or are negative)");
+  TORCH_CHECK(false, "recsys_kernels: table '", name, "': offsets decrease at bag ", k, " (",
+              off[k - 1], " then ", off[k], ")");
 }
 
 // First bad id seen by any thread (lowest position wins, so the error is deterministic).
@@ -107,34 +113,44 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   }
   const int64_t total_dim = col[n_tables];
   auto out = at::empty({batch, total_dim}, indices.options().dtype(out_type));
+  if (n_bags == 0) return out;
   const bool direct = out_type == at::kFloat;
   auto* out_f = direct ? out.data_ptr<float>() : nullptr;
   auto* out_raw = static_cast<char*>(out.data_ptr());
   const int64_t elem = out.element_size();
   const Kernel<Index> kernel = pick_kernel<Index>();
   const int pd = prefetch_distance();
+  // Tasks: runs of up to `grain` consecutive bags of one table; each is one kernel call.
+  const int64_t grain = std::min(batch, bag_grain(n_idx, n_bags));
+  const int64_t runs_per_table = (batch + grain - 1) / grain;
   BadIndex bad;
-  at::parallel_for(0, n_bags, bag_grain(n_idx, n_bags), [&](int64_t begin, int64_t end) {
-    std::vector<float> buf(direct ? 0 : total_dim);
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t t = k / batch, b = k % batch;
+  at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / runs_per_table, b0 = (task % runs_per_table) * grain;
+      const int64_t count = std::min(grain, batch - b0), k0 = t * batch + b0;
       const Table& tab = tables[t];
-      const int64_t start = off[k], len = end_of(k) - start;
-      float* dst = direct ? out_f + b * total_dim + col[t] : buf.data();
-      const Bag<Index> bag{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx + start, len,
-                           table_end[t] - start, pd, w ? w + start : nullptr,
-                           (mode == 1 && len > 0) ? 1.f / static_cast<float>(len) : 1.f, dst};
-      const int64_t r = kernel(bag);
-      if (r >= 0) {
-        bad.record(start + r, k);
+      if (!direct) buf.resize(count * tab.dim);
+      const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
+                            end_of(k0 + count - 1), table_end[t], pd, w, mode == 1,
+                            direct ? out_f + b0 * total_dim + col[t] : buf.data(),
+                            direct ? total_dim : tab.dim};
+      const int64_t r = kernel(run);
+      if (r >= 0) {  // the bag that holds position r: the last of the run starting at or before
+        const Index* first = off + k0;
+        const int64_t k = std::upper_bound(first, first + count, static_cast<Index>(r)) - first;
+        bad.record(r, k0 + std::max<int64_t>(k - 1, 0));
         return;
       }
       if (!direct) {
-        char* o = out_raw + (b * total_dim + col[t]) * elem;
-        if (out_type == at::kHalf) {
-          for (int64_t j = 0; j < tab.dim; ++j) reinterpret_cast<at::Half*>(o)[j] = buf[j];
-        } else {
-          for (int64_t j = 0; j < tab.dim; ++j) reinterpret_cast<at::BFloat16*>(o)[j] = buf[j];
+        for (int64_t k = 0; k < count; ++k) {
+          char* o = out_raw + ((b0 + k) * total_dim + col[t]) * elem;
+          const float* src = buf.data() + k * tab.dim;
+          if (out_type == at::kHalf) {
+            for (int64_t j = 0; j < tab.dim; ++j) reinterpret_cast<at::Half*>(o)[j] = src[j];
+          } else {
+            for (int64_t j = 0; j < tab.dim; ++j) reinterpret_cast<at::BFloat16*>(o)[j] = src[j];
+          }
         }
       }
     }

@@ -119,3 +119,37 @@ def test_gather_probe_reads_the_rows():
     table[5, :8] = 1  # one 8-byte word read per cache line of row 5: checksum 0x0101...01
     s = ops.gather_probe(table, torch.tensor([5]), torch.tensor([0, 1]))
     assert s == int.from_bytes(bytes([1] * 8), "little")
+
+
+@pytest.mark.parametrize("dim", [16, 64])
+def test_many_small_bags_split_into_runs_match_fbgemm(dim, isa):
+    """3,000 bags of 0-2 ids: the op cuts them into several runs (one kernel call each) spread
+    over 2 threads; every bag must still match FBGEMM's operators."""
+    lengths = [int(x) for x in torch.arange(3000) % 3]
+    table, indices, offsets = _case(2000, dim, lengths, seed=dim)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for pack, op, ours in (
+            (torch.ops.quantized.embedding_bag_byte_prepack,
+             torch.ops.quantized.embedding_bag_byte_rowwise_offsets, ops.embedding_bag_int8),
+            (torch.ops.quantized.embedding_bag_4bit_prepack,
+             torch.ops.quantized.embedding_bag_4bit_rowwise_offsets, ops.embedding_bag_int4),
+        ):  # fmt: skip
+            packed = pack(table)
+            expected = op(packed, indices, offsets, False, 0, False, None, None, True)
+            got = ours(packed, indices, offsets, include_last_offset=True)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_bad_index_in_a_late_run_names_its_bag(isa):
+    lengths = [int(x) for x in torch.arange(3000) % 3]  # bag k holds k % 3 ids
+    table, indices, offsets = _case(100, 8, lengths, seed=3)
+    bag = 2501  # 2 ids, starting at offsets[bag]
+    position = int(offsets[bag]) + 1
+    indices[position] = 100
+    with pytest.raises(IndexError, match=rf"index 100 at position {position} \(bag {bag}\)"):
+        ops.embedding_bag_int8(quant.quantize_int8(table), indices, offsets,
+                               include_last_offset=True, table="t")  # fmt: skip
