@@ -58,6 +58,7 @@ class PreprocessConfig:
     max_bad_fraction: float = 0.001  # abort when more than this share of lines is rejected
     workers: int = 0  # worker processes; 0 = all cores
     chunk_mb: float = 64.0  # input read per work unit (one output part per split it touches)
+    compression: str = "snappy"  # Parquet codec: snappy | lz4 | zstd | none (~3x disk, less CPU)
     labelled: bool = True  # False: the 39-field test.txt layout (all rows go to `test`)
     vocab_from: str | None = None  # vocab mode without training rows: reuse this data set's vocab
     resume: bool = True  # continue a killed run from its finished parts

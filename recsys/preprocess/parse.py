@@ -173,7 +173,10 @@ def _parse_buffer(
     n_fields = NUM_DENSE + NUM_SPARSE + (1 if labelled else 0)
     # TAB (9) and LF (10): buf - 9 < 2 in uint8 (two passes; other control bytes stay inside
     # fields, where the field checks below reject them)
-    delim = np.flatnonzero(np.less(np.subtract(buf, np.uint8(9)), np.uint8(2)))
+    is_delim = np.subtract(buf, np.uint8(9))
+    is_delim = np.less(is_delim, np.uint8(2), out=is_delim.view(np.bool_))  # in place
+    delim = np.flatnonzero(is_delim)
+    del is_delim
     if len(delim) != n_lines * n_fields:
         return None
     # the buffer has exactly n_lines LFs: if every line's last delimiter is one, the rest are TABs

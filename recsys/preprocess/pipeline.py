@@ -45,6 +45,7 @@ log = logging.getLogger("recsys.preprocess")
 
 LAYOUTS = ("kaggle", "1tb")
 MODES = ("vocab", "hash")
+CODECS = ("snappy", "lz4", "zstd", "none")
 RUN_FILE = "_run.json"
 LINES_FILE = "_lines.json"
 EARLY_ABORT_ROWS = 1_000_000
@@ -67,7 +68,7 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
         plan = _split_plan(cfg, sources, staging)
         ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
                                  cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
-                                 cfg.seed)  # fmt: skip
+                                 cfg.seed, cfg.compression)  # fmt: skip
         if cfg.categorical == "vocab":
             ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers))
         vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
@@ -111,6 +112,10 @@ def _validate(cfg: PreprocessConfig) -> None:
     if cfg.categorical not in MODES:
         raise PreprocessError(
             f"data.preprocess.categorical must be one of {MODES}, got {cfg.categorical!r}"
+        )
+    if cfg.compression not in CODECS:
+        raise PreprocessError(
+            f"data.preprocess.compression must be one of {CODECS}, got {cfg.compression!r}"
         )
     if not 0.0 < cfg.negative_sample_rate <= 1.0:
         raise PreprocessError("data.preprocess.negative_sample_rate must be in (0, 1]")

@@ -52,6 +52,7 @@ class WorkerContext:
     vocab_dir: str | None = None
     negative_sample_rate: float = 1.0
     seed: int = 0
+    compression: str = "snappy"
 
 
 _ctx: WorkerContext | None = None
@@ -272,7 +273,7 @@ def convert_chunk(
         else:
             part = (label[rows], dense[:, rows], [i[rows] for i in ids])
         rel = f"{split_name}/part-{name}.parquet"
-        _write_part(staging / rel, *part)
+        _write_part(staging / rel, *part, compression=ctx.compression)
         stats["splits"][split_name] = {
             "file": rel, "rows": len(part[0]), "positives": int(part[0].sum(dtype=np.int64)),
         }  # fmt: skip
@@ -325,7 +326,9 @@ def _downsample(label: np.ndarray, split: np.ndarray, chunk: Chunk) -> np.ndarra
     return keep
 
 
-def _write_part(path: Path, label: np.ndarray, dense: np.ndarray, ids: list[np.ndarray]) -> None:
+def _write_part(
+    path: Path, label: np.ndarray, dense: np.ndarray, ids: list[np.ndarray], compression: str
+) -> None:
     """One Parquet part: label int8, dense float32 (already transformed), ids int64."""
     cols: dict[str, pa.Array] = {"label": pa.array(label, pa.int8())}
     for j, name in enumerate(DENSE_NAMES):
@@ -334,7 +337,8 @@ def _write_part(path: Path, label: np.ndarray, dense: np.ndarray, ids: list[np.n
         cols[name] = pa.array(col)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(cols), tmp, row_group_size=ROW_GROUP_ROWS, use_dictionary=False)
+    pq.write_table(pa.table(cols), tmp, row_group_size=ROW_GROUP_ROWS, use_dictionary=False,
+                   compression=compression)  # fmt: skip
     os.replace(tmp, path)
 
 
