@@ -8,6 +8,37 @@ from torch import nn
 from recsys.errors import ConfigError
 
 
+class _GramPairs(torch.autograd.Function):
+    """Selected entries of each sample's Gram matrix T T^T, with a hand-written backward.
+
+    Forward: one batched GEMM and one index_select. Backward: the Gram matrix is symmetric, so
+    the gradient of T is (G + G^T) T with G the selected entries' gradients scattered into a
+    square matrix: each pair scattered into both of its positions, then ONE batched GEMM, where
+    autograd's generic backward of bmm(T, T^T) + index_select needs two GEMMs and transposed
+    copies.
+    Runs in fp32 whatever the autocast: CPU bf16 batched GEMMs of this size are slower than
+    fp32 ones, and the casts of [B, n, n] tensors cost more than the math.
+    """
+
+    @staticmethod
+    def forward(ctx, combined: torch.Tensor, pairs: torch.Tensor, mirror: torch.Tensor):
+        n = combined.shape[1]
+        gram = torch.bmm(combined, combined.transpose(1, 2))  # [B, n, n]
+        ctx.save_for_backward(combined, pairs, mirror)
+        ctx.n = n
+        return gram.view(-1, n * n).index_select(1, pairs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        combined, pairs, mirror = ctx.saved_tensors
+        n = ctx.n
+        g = grad.new_zeros(grad.shape[0], n * n)
+        # Pair p = (i, j) adds grad[p] at (i, j) and at (j, i); a diagonal pair gets it twice at
+        # the same place, as it should: d(t_i . t_i) / dt_i = 2 t_i.
+        g.index_add_(1, pairs, grad).index_add_(1, mirror, grad)
+        return torch.bmm(g.view(-1, n, n), combined), None, None
+
+
 class DotInteraction(nn.Module):
     """Pairwise dot products of the dense vector and the F pooled embeddings.
 
@@ -23,19 +54,20 @@ class DotInteraction(nn.Module):
         # Flat positions in the row-major Gram matrix: one index_select (and an index_add in the
         # backward) is ~4x cheaper on CPU than advanced indexing with (rows, cols).
         self.register_buffer("pairs", rows * n + cols, persistent=False)
+        # Each pair's mirrored position (j, i): the backward scatters into both.
+        self.register_buffer("mirror", cols * n + rows, persistent=False)
 
     def output_dim(self, dim: int) -> int:
         return dim + int(self.pairs.numel())
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         # dense [B, D], sparse [B, F, D]
-        combined = torch.cat([dense.unsqueeze(1), sparse], dim=1)  # [B, F+1, D]
-        # A contiguous right operand lets the batched GEMM skip a strided copy per sample.
-        gram = torch.bmm(combined, combined.transpose(1, 2).contiguous())  # [B, F+1, F+1]
-        # The pair selection runs in fp32 even under bf16 autocast: CPU bf16 index_select and
-        # its backward (index_add) are several times slower than fp32 ones plus the casts.
-        pairs = gram.float().flatten(1).index_select(1, self.pairs)  # [B, P]
-        return torch.cat([dense.to(pairs.dtype), pairs], dim=1)
+        with torch.autocast(dense.device.type, enabled=False):  # see _GramPairs
+            work = torch.promote_types(sparse.dtype, torch.float32)  # fp32, or fp64 if given
+            dense = dense.to(work)
+            combined = torch.cat([dense.unsqueeze(1), sparse.to(work)], dim=1)  # [B, F+1, D]
+            pairs = _GramPairs.apply(combined, self.pairs, self.mirror)  # [B, P]
+            return torch.cat([dense, pairs], dim=1)
 
 
 class ConcatInteraction(nn.Module):
