@@ -10,6 +10,7 @@ when the fast one cannot vouch for it (a non-integer dense value, a stray CR, ..
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -136,30 +137,36 @@ _READ_BUF: np.ndarray | None = None  # reused by `parse_file_range` (one per wor
 
 
 def parse_file_range(
-    path: str, offset: int, size: int, first_line: int, labelled: bool = True
-) -> ParsedBlock:
+    path: str, offset: int, size: int, first_line: int, labelled: bool = True,
+    lines: int = -1, stamp: tuple[int, float] | None = None,
+) -> ParsedBlock:  # fmt: skip
     """`parse_chunk` of the `size` bytes at `offset` of `path` (whole lines), read straight into
-    a buffer kept for the next chunk: no fresh allocation, page faults or copy per chunk."""
+    a buffer kept for the next chunk: no fresh allocation, page faults or copy per chunk.
+
+    `lines`, when known (the line-count pass recorded it), saves counting the newlines again;
+    it is trusted only while the file still has the size and mtime of `stamp` (as when it was
+    counted), else the file changed under the run: an error.
+    """
+    from recsys.preprocess.errors import PreprocessError
+
     global _READ_BUF
     if _READ_BUF is None or len(_READ_BUF) < size + 9:
         _READ_BUF = np.empty(size + 9 + size // 16, dtype=np.uint8)
     buf = _READ_BUF
     with open(path, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
         f.seek(offset)
         got = f.readinto(memoryview(buf)[8 : 8 + size])
-    if got != size:
-        from recsys.preprocess.errors import PreprocessError
-
-        raise PreprocessError(f"{path}: changed while being converted (short read)")
+    if got != size or (stamp is not None and (st.st_size, st.st_mtime) != tuple(stamp)):
+        raise PreprocessError(f"{path}: changed while being converted; rerun")
     text = buf[8 : 8 + size]
     ends_nl = size > 0 and text[-1] == 10
-    n_lines = int(np.count_nonzero(text == 10)) + (0 if ends_nl or size == 0 else 1)
-    if n_lines:
+    if lines < 0 or stamp is None:
+        lines = int(np.count_nonzero(text == 10)) + (0 if ends_nl or size == 0 else 1)
+    if lines:
         buf[:8] = 48
         buf[8 + size] = 10
-        block = _parse_buffer(
-            buf[: 8 + size + (0 if ends_nl else 1)], first_line, labelled, n_lines
-        )
+        block = _parse_buffer(buf[: 8 + size + (0 if ends_nl else 1)], first_line, labelled, lines)
         if block is not None:
             return block
     return parse_chunk(text.tobytes(), first_line, labelled)

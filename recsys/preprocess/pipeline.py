@@ -68,7 +68,8 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
         plan = _split_plan(cfg, sources, staging)
         ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
                                  cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
-                                 cfg.seed, cfg.compression)  # fmt: skip
+                                 cfg.seed, cfg.compression,
+                                 [(s.size, s.mtime) for s in sources])  # fmt: skip
         if cfg.categorical == "vocab":
             ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers))
         vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None

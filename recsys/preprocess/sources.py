@@ -49,6 +49,7 @@ class Chunk:
     data: bytes = field(repr=False, default=b"")
     offset: int = -1  # >= 0: read `size` bytes at `offset` of the source file
     size: int = 0
+    lines: int = -1  # lines in the chunk, when known from the layout
 
 
 def _natural_key(path: str) -> list:
@@ -125,7 +126,8 @@ def iter_chunks(
         layout = (layouts or {}).get(source.path)
         if layout is not None and not source.gzip:
             for index, (offset, line, size) in enumerate(layout):
-                yield Chunk(s, index, line, offset=offset, size=size)
+                end = layout[index + 1][1] if index + 1 < len(layout) else source.lines + 1
+                yield Chunk(s, index, line, offset=offset, size=size, lines=end - line)
                 if progress is not None:
                     progress(size)
             continue

@@ -53,6 +53,7 @@ class WorkerContext:
     negative_sample_rate: float = 1.0
     seed: int = 0
     compression: str = "snappy"
+    stamps: list[tuple[int, float]] | None = None  # (size, mtime) of each source at the start
 
 
 _ctx: WorkerContext | None = None
@@ -115,7 +116,9 @@ def _parse(chunk: Chunk, ctx: WorkerContext) -> ParsedBlock:
     if chunk.data or chunk.offset < 0:
         return parse_chunk(chunk.data, chunk.first_line, ctx.labelled)
     path = ctx.sources[chunk.source]
-    return parse_file_range(path, chunk.offset, chunk.size, chunk.first_line, ctx.labelled)
+    stamp = ctx.stamps[chunk.source] if ctx.stamps else None
+    return parse_file_range(path, chunk.offset, chunk.size, chunk.first_line, ctx.labelled,
+                            chunk.lines, stamp)  # fmt: skip
 
 
 class Stash:

@@ -31,3 +31,24 @@ def test_scan_plain_empty_file(tmp_path):
     (tmp_path / "empty.tsv").write_bytes(b"")
     source = resolve_sources(str(tmp_path / "empty.tsv"))[0]
     assert scan_plain(source, 100) == [] and (source.lines, source.crc32) == (0, 0)
+
+
+def test_parse_file_range_trusts_recorded_lines_only_for_an_unchanged_file(tmp_path):
+    import os
+
+    import numpy as np
+
+    from recsys.preprocess.errors import PreprocessError
+    from recsys.preprocess.parse import parse_file_range
+
+    path = tmp_path / "raw.tsv"
+    path.write_bytes((FIXTURES / "kaggle_clean.tsv").read_bytes())
+    source = resolve_sources(str(path))[0]
+    stamp = (source.size, source.mtime)
+    ref = parse_file_range(str(path), 0, source.size, 1)
+    got = parse_file_range(str(path), 0, source.size, 1, lines=35, stamp=stamp)
+    assert got.rows == ref.rows == 35
+    np.testing.assert_array_equal(got.cats, ref.cats)
+    os.utime(path, (source.mtime + 5, source.mtime + 5))  # touched since it was counted
+    with pytest.raises(PreprocessError, match="changed while being converted"):
+        parse_file_range(str(path), 0, source.size, 1, lines=35, stamp=stamp)
