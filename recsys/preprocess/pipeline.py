@@ -191,35 +191,54 @@ def _run_pass(
     pool: ProcessPoolExecutor, workers: int, fn: Callable[[Chunk], dict],
     on_result: Callable[[dict], int], wanted: Callable[[Chunk], bool],
     needs_text: Callable[[Chunk], bool] = lambda c: True,
+    per_file: Callable[[int], dict] | None = None, file_tasks: frozenset[int] = frozenset(),
 ) -> None:  # fmt: skip
     """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled.
-    A chunk for which `needs_text` is false (already parsed and stashed) goes without its text."""
+    A chunk for which `needs_text` is false (already parsed and stashed) goes without its text.
+    Sources in `file_tasks` go to a worker whole (`per_file(source)`: it reads and cuts the
+    file itself and returns its chunks' results)."""
     total = sum(s.size for s in sources)
     layouts = _layouts(Path(ctx.staging))
     rows, t0 = 0, time.perf_counter()
     with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
               mininterval=1.0) as bar:  # fmt: skip
-        pending: set[Future] = set()
+        pending: dict[Future, int | None] = {}  # -> the source of a whole-file task
 
         def collect(futures: set[Future]) -> None:
             nonlocal rows
             for fut in futures:
-                rows += on_result(fut.result())
+                whole = pending.pop(fut)
+                res = fut.result()
+                if whole is None:
+                    rows += on_result(res)
+                    continue
+                sources[whole].lines, sources[whole].crc32 = res["lines"], res["crc32"]
+                for stats in res["chunks"]:
+                    rows += on_result(stats)
+                bar.update(sources[whole].size)
             bar.set_postfix(rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
+
+        def submit(task, whole: int | None = None) -> None:
+            while len(pending) > workers:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                collect(done)
+            pending[pool.submit(*task)] = whole
 
         try:
             chunk_bytes = int(cfg.chunk_mb * (1 << 20))
-            for chunk in iter_chunks(sources, chunk_bytes, bar.update, layouts):
-                if not wanted(chunk):
+            for s, source in enumerate(sources):
+                if s in file_tasks:
+                    submit((per_file, s), s)
                     continue
-                if not needs_text(chunk):
-                    chunk = replace(chunk, data=b"", offset=-1, size=0)
-                while len(pending) > workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    collect(done)
-                pending.add(pool.submit(fn, chunk))
+                for chunk in iter_chunks([source], chunk_bytes, bar.update, layouts):
+                    chunk = replace(chunk, source=s)
+                    if not wanted(chunk):
+                        continue
+                    if not needs_text(chunk):
+                        chunk = replace(chunk, data=b"", offset=-1, size=0)
+                    submit((fn, chunk))
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 collect(done)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -285,9 +304,18 @@ def _convert(
 
     stashed = {p.stem for p in (staging / work.STASH).glob("*.npy")}
     convert = functools.partial(work.convert_chunk, vocab_dir=ctx.vocab_dir, ctx=ctx)
+    # Several gzip files: each goes to a worker whole, which decompresses it itself (one stream
+    # per worker instead of every stream through the main process). One gzip file is streamed
+    # by the main process in chunks, so that all workers parse it.
+    gzipped = [s for s, src in enumerate(sources) if src.gzip]
+    file_tasks = frozenset(gzipped if len(gzipped) >= 2 else [])
+    per_file = functools.partial(work.convert_source, skip=frozenset(done),
+                                 chunk_bytes=int(cfg.chunk_mb * (1 << 20)),
+                                 vocab_dir=ctx.vocab_dir, ctx=ctx)  # fmt: skip
     _run_pass("converting", sources, cfg, ctx, pool, workers, convert, on_result,
               lambda c: work.marker_name(c.source, c.index) not in done,
-              lambda c: work.marker_name(c.source, c.index) not in stashed)  # fmt: skip
+              lambda c: work.marker_name(c.source, c.index) not in stashed,
+              per_file, file_tasks)  # fmt: skip
     return totals
 
 

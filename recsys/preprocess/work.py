@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from recsys.preprocess.parse import (
     parse_chunk,
     parse_file_range,
 )
-from recsys.preprocess.sources import Chunk
+from recsys.preprocess.sources import Chunk, Source, iter_chunks
 from recsys.preprocess.splits import SPLITS, TRAIN, SplitPlan
 from recsys.preprocess.transform import CategoricalMap, dense_transform
 from recsys.preprocess.vocab import MISSING_ID, chunk_inverse, load_vocabularies
@@ -283,6 +283,23 @@ def convert_chunk(
     atomic_write_json(staging / MARKERS / f"{name}.json", stats)
     stash_file.unlink(missing_ok=True)  # converted (its marker says so): the stash is done
     return stats
+
+
+def convert_source(
+    source: int, skip: frozenset[str], chunk_bytes: int, vocab_dir: str | None = None,
+    ctx: WorkerContext | None = None,
+) -> dict:  # fmt: skip
+    """A whole (gzip) source in this worker: read and cut it as the main process would, convert
+    every chunk without a marker in `skip`; its line count, CRC32 and the chunks' results."""
+    ctx = _use(ctx)
+    size, mtime = ctx.stamps[source]
+    src = Source(ctx.sources[source], size, mtime)
+    results = []
+    for chunk in iter_chunks([src], chunk_bytes):
+        chunk = replace(chunk, source=source)
+        if marker_name(source, chunk.index) not in skip:
+            results.append(convert_chunk(chunk, vocab_dir, ctx))
+    return {"lines": src.lines, "crc32": src.crc32, "chunks": results}
 
 
 def _block_rows(
