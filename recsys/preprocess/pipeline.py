@@ -65,16 +65,17 @@ def preprocess(name: str, out_dir: Path, raw: str | None, cfg: PreprocessConfig)
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=work.init_worker) as pool:
         for _ in range(workers):
             pool.submit(work.warm_up)
-        plan = _split_plan(cfg, sources, staging)
-        ctx = work.WorkerContext(str(staging), [s.path for s in sources], plan, cfg.labelled,
+        ctx = work.WorkerContext(str(staging), [s.path for s in sources], None, cfg.labelled,
                                  cfg.categorical, ranges(cfg), None, cfg.negative_sample_rate,
                                  cfg.seed, cfg.compression,
                                  [(s.size, s.mtime) for s in sources])  # fmt: skip
+        early = _EarlyStart.create(cfg, staging, ctx, pool, workers)
+        ctx.plan = plan = _split_plan(cfg, sources, staging, early)
         if cfg.categorical == "vocab":
-            ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers))
+            ctx.vocab_dir = str(_vocabularies(cfg, sources, staging, ctx, pool, workers, early))
         vocabs = load_vocabularies(Path(ctx.vocab_dir), SPARSE_NAMES) if ctx.vocab_dir else None
         sizes = CategoricalMap(cfg.categorical, ctx.ranges, vocabs).table_sizes()
-        totals = _convert(cfg, sources, staging, ctx, pool, workers)
+        totals = _convert(cfg, sources, staging, ctx, pool, workers, early)
     check_balance(totals)
     check_bad_fraction(totals.rows_in, totals.rejected_total, cfg.max_bad_fraction,
                        str(staging / work.REJECTS))  # fmt: skip
@@ -147,9 +148,12 @@ def _open_staging(staging: Path, fingerprint: dict, resume: bool) -> None:
     atomic_write_json(run_file, fingerprint)
 
 
-def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> SplitPlan:
+def _split_plan(
+    cfg: PreprocessConfig, sources: list[Source], staging: Path, early: _EarlyStart | None = None
+) -> SplitPlan:
     """The split plan; the line count it needs also records each plain source's chunk layout
-    (so later passes let workers read their chunks themselves) and its CRC32."""
+    (so later passes let workers read their chunks themselves) and its CRC32. Chunks certainly
+    in the training split are started on the workers (`early`) while the count goes on."""
     if not cfg.labelled:
         return unlabelled_plan(len(sources))
     needed = sources if cfg.layout == "kaggle" else sources[-1:]
@@ -157,18 +161,25 @@ def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> 
     cached = json.loads(lines_file.read_text()) if lines_file.is_file() else {}
     cached = {k: v for k, v in cached.items() if isinstance(v, dict)}  # older format: recount
     todo = [s for s in needed if s.path not in cached]
+    if early is not None and (cfg.layout != "kaggle" or len(todo) != len(sources)):
+        early = None  # only for a fresh Kaggle count (global line numbers known as it goes)
     if todo:
         chunk_bytes = int(cfg.chunk_mb * (1 << 20))
         total = sum(s.size for s in todo)
         with tqdm(total=total, desc="counting lines", unit="B", unit_scale=True,
                   disable=not cfg.progress, mininterval=1.0) as bar:  # fmt: skip
-            for s in todo:
+            for i, s in enumerate(todo):
+                if early is not None:
+                    early.begin_source(i)
                 if s.gzip:
                     for _ in iter_chunks([s], chunk_bytes, bar.update):
                         pass
                     layout = None
                 else:
-                    layout = scan_plain(s, chunk_bytes, bar.update)
+                    on_chunk = functools.partial(early.cut, i) if early is not None else None
+                    layout = scan_plain(s, chunk_bytes, bar.update, on_chunk)
+                if early is not None:
+                    early.end_source(s.lines)
                 cached[s.path] = {"lines": s.lines, "crc32": s.crc32, "chunks": layout}
         atomic_write_json(lines_file, cached)
     for s in sources:
@@ -177,6 +188,70 @@ def _split_plan(cfg: PreprocessConfig, sources: list[Source], staging: Path) -> 
     if cfg.layout == "kaggle":
         return kaggle_plan([cached[s.path]["lines"] for s in sources])
     return terabyte_plan(len(sources), cached[sources[-1].path]["lines"])
+
+
+class _EarlyStart:
+    """Work started during the Kaggle line count. Nothing can be split before the total is
+    known, but a row whose global index is below the training rows of the lines counted so far
+    (train grows with the total) is certainly a training row. So a chunk all of whose rows are
+    below that bound goes to a worker at once, for the first pass (hash: conversion; vocab:
+    counting), with a provisional plan that calls every row of it train: the workers, idle
+    during the count, start converting 1/6 of the file after it. At most workers + 1 chunks are
+    queued so; the rest wait for the pass. The pass then skips the started chunks and collects
+    their results (`futures`, `names`)."""
+
+    def __init__(self, fn: Callable, ctx: work.WorkerContext, pool: ProcessPoolExecutor,
+                 workers: int, skip: set[str]) -> None:  # fmt: skip
+        self.fn, self.ctx, self.pool, self.workers, self.skip = fn, ctx, pool, workers, skip
+        self.offsets: list[int] = []  # lines before each source
+        self.counted = 0
+        self.waiting: list[tuple[Chunk, int]] = []  # (chunk, global end line), in order
+        self.futures: dict[Future, None] = {}
+        self.names: set[str] = set()
+        self.closed = False
+
+    @classmethod
+    def create(cls, cfg: PreprocessConfig, staging: Path, ctx: work.WorkerContext,
+               pool: ProcessPoolExecutor, workers: int) -> _EarlyStart | None:  # fmt: skip
+        if cfg.layout != "kaggle" or not cfg.labelled:
+            return None
+        if cfg.categorical == "hash":
+            convert = functools.partial(work.convert_chunk, vocab_dir=None)
+            done = {p.stem for p in (staging / work.MARKERS).glob("*.json")}
+            return cls(convert, ctx, pool, workers, done)
+        if cfg.vocab_from or load_vocabularies(staging / "vocab", SPARSE_NAMES) is not None:
+            return None  # no counting pass
+        return cls(work.count_chunk, ctx, pool, workers, set())
+
+    def begin_source(self, source: int) -> None:
+        self.offsets.append(self.counted)
+
+    def end_source(self, lines: int) -> None:
+        self.counted = self.offsets[-1] + lines
+
+    def cut(self, source: int, index: int, entry: list[int], lines: int) -> None:
+        offset, first_line, size = entry
+        chunk = Chunk(source, index, first_line, offset=offset, size=size, lines=lines)
+        self.counted += lines
+        if work.marker_name(source, index) not in self.skip:
+            self.waiting.append((chunk, self.offsets[source] + first_line - 1 + lines))
+        in_flight = sum(1 for f in self.futures if not f.done())
+        bound = kaggle_plan([self.counted]).bounds[0]  # train rows if the input ended here
+        while self.waiting and self.waiting[0][1] <= bound and in_flight <= self.workers:
+            chunk, _ = self.waiting.pop(0)
+            plan = SplitPlan("kaggle", tuple(self.offsets), (bound, bound), len(self.offsets))
+            ctx = replace(self.ctx, plan=plan)
+            self.futures[self.pool.submit(self.fn, chunk, ctx=ctx)] = None
+            self.names.add(work.marker_name(chunk.source, chunk.index))
+            in_flight += 1
+
+    def take(self) -> tuple[dict[Future, None], set[str]]:
+        """The started work, handed to the pass once (later passes get nothing)."""
+        if self.closed:
+            return {}, set()
+        self.closed = True
+        log.debug("%d chunks started during the line count", len(self.names))
+        return self.futures, self.names
 
 
 def _layouts(staging: Path) -> dict[str, list[list[int]]]:
@@ -192,17 +267,19 @@ def _run_pass(
     on_result: Callable[[dict], int], wanted: Callable[[Chunk], bool],
     needs_text: Callable[[Chunk], bool] = lambda c: True,
     per_file: Callable[[int], dict] | None = None, file_tasks: frozenset[int] = frozenset(),
+    started: dict[Future, None] | None = None,
 ) -> None:  # fmt: skip
     """Stream wanted chunks through `fn` on a worker pool; `on_result` returns rows handled.
     A chunk for which `needs_text` is false (already parsed and stashed) goes without its text.
     Sources in `file_tasks` go to a worker whole (`per_file(source)`: it reads and cuts the
-    file itself and returns its chunks' results)."""
+    file itself and returns its chunks' results). `started`: chunks already submitted (during
+    the line count), collected here too."""
     total = sum(s.size for s in sources)
     layouts = _layouts(Path(ctx.staging))
     rows, t0 = 0, time.perf_counter()
     with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not cfg.progress,
               mininterval=1.0) as bar:  # fmt: skip
-        pending: dict[Future, int | None] = {}  # -> the source of a whole-file task
+        pending: dict[Future, int | None] = dict(started or {})  # -> source of a whole-file task
 
         def collect(futures: set[Future]) -> None:
             nonlocal rows
@@ -247,7 +324,7 @@ def _run_pass(
 
 def _vocabularies(
     cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
-    pool: ProcessPoolExecutor, workers: int,
+    pool: ProcessPoolExecutor, workers: int, early: _EarlyStart | None = None,
 ) -> Path:  # fmt: skip
     """Vocabulary directory: reused (vocab_from, or a resumed run), or counted now."""
     if cfg.vocab_from:
@@ -271,9 +348,12 @@ def _vocabularies(
                                "a hash-mode or a verbose run")  # fmt: skip
         return res["rows_in"]
 
+    started, names = early.take() if early is not None else ({}, set())
     count = functools.partial(work.count_chunk, ctx=ctx)
     _run_pass("counting values", sources, cfg, ctx, pool, workers, count, on_result,
-              lambda c: ctx.plan.has_train(c.source, c.first_line))  # fmt: skip
+              lambda c: ctx.plan.has_train(c.source, c.first_line)
+              and work.marker_name(c.source, c.index) not in names,
+              started=started)  # fmt: skip
     vocabs = [c.vocabulary(cfg.frequency_threshold) for c in counters]
     info = {
         "frequency_threshold": cfg.frequency_threshold, "train_rows_counted": seen["rows"],
@@ -286,14 +366,17 @@ def _vocabularies(
 
 def _convert(
     cfg: PreprocessConfig, sources: list[Source], staging: Path, ctx: work.WorkerContext,
-    pool: ProcessPoolExecutor, workers: int,
+    pool: ProcessPoolExecutor, workers: int, early: _EarlyStart | None = None,
 ) -> RunTotals:  # fmt: skip
-    """The transform pass; chunks finished by an earlier (killed) run are read back, not redone."""
+    """The transform pass; chunks finished by an earlier (killed) run are read back, not redone.
+    Chunks started during the line count (hash mode) come back through their futures."""
+    started, names = early.take() if early is not None else ({}, set())
     totals = RunTotals()
-    done = set()
+    done = set(names)
     for marker in sorted((staging / work.MARKERS).glob("*.json")):
-        totals.add(json.loads(marker.read_text()))
-        done.add(marker.stem)
+        if marker.stem not in names:  # (a started chunk's marker may already be there)
+            totals.add(json.loads(marker.read_text()))
+            done.add(marker.stem)
 
     def on_result(stats: dict) -> int:
         totals.add(stats)
@@ -315,7 +398,7 @@ def _convert(
     _run_pass("converting", sources, cfg, ctx, pool, workers, convert, on_result,
               lambda c: work.marker_name(c.source, c.index) not in done,
               lambda c: work.marker_name(c.source, c.index) not in stashed,
-              per_file, file_tasks)  # fmt: skip
+              per_file, file_tasks, started)  # fmt: skip
     return totals
 
 

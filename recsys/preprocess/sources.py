@@ -147,10 +147,12 @@ def iter_chunks(
 
 
 def scan_plain(
-    source: Source, chunk_bytes: int, progress: callable | None = None
-) -> list[list[int]]:
+    source: Source, chunk_bytes: int, progress: callable | None = None,
+    on_chunk: callable | None = None,
+) -> list[list[int]]:  # fmt: skip
     """The chunk layout of a plain (not gzip) source, `[offset, first_line, size]` per chunk,
     exactly the chunks `iter_chunks` cuts; fills the source's `lines` and `crc32`.
+    `on_chunk(index, [offset, first_line, size], lines)` is called as each chunk is cut.
 
     The line-count pass runs before any worker has work, so its speed is wall time: the file is
     read into one reused buffer (no fresh 64 MiB objects, no concatenation), the chunk end found
@@ -188,6 +190,8 @@ def scan_plain(
             lines = int(np.count_nonzero(mask[:end])) + (0 if buf[end - 1] == 10 else 1)
             crc = zlib.crc32(view[:end], crc)
             layout.append([offset, line, end])
+            if on_chunk is not None:
+                on_chunk(len(layout) - 1, layout[-1], lines)
             offset, line = offset + end, line + lines
             if progress is not None:
                 progress(end)

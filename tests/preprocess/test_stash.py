@@ -195,3 +195,37 @@ def test_gzip_days_converted_by_workers_equal_plain_days(tmp_path, categorical):
     m = DatasetManifest.load(tmp_path / "out_gz")
     assert [s["lines"] for s in m.sources] == [24, 12, 11]
     assert [s["crc32"] for s in m.sources] == [zlib.crc32(d) for d in days]
+
+
+@pytest.mark.parametrize("categorical", ["hash", "vocab"])
+def test_chunks_started_during_the_line_count(tmp_path, monkeypatch, categorical):
+    """Chunks certainly in train start while lines are still counted; the result equals a run
+    without that, also when a run killed during the count had converted some already."""
+    raw = _raw(tmp_path)
+    kw = {"categorical": categorical, "chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0,
+          "max_ind_range": 2**32}  # fmt: skip
+    started = []
+    take = pipeline._EarlyStart.take
+
+    def recording_take(self):
+        futures, names = take(self)
+        started.extend(names)
+        return futures, names
+
+    monkeypatch.setattr(pipeline._EarlyStart, "take", recording_take)
+    run(raw, tmp_path / "early", **kw)
+    assert len(started) >= 2  # workers + 1 at most (1 worker here)
+    monkeypatch.setattr(pipeline._EarlyStart, "create", lambda *a: None)
+    run(raw, tmp_path / "late", **kw)
+    _same(tmp_path / "early", tmp_path / "late", vocab=categorical == "vocab")
+    # killed during the count: some chunks done (markers, stashes), no line count saved
+    monkeypatch.undo()
+    with pytest.raises(PreprocessError, match="rejected"):
+        run(raw, tmp_path / "resumed", **dict(kw, max_bad_fraction=0.0))
+    staging = tmp_path / ".resumed.staging"
+    (staging / pipeline.LINES_FILE).unlink()
+    (staging / "vocab" / "_done.json").unlink(missing_ok=True)
+    for marker in sorted((staging / "_chunks").glob("*.json"))[4:]:
+        marker.unlink()
+    run(raw, tmp_path / "resumed", **kw)
+    _same(tmp_path / "late", tmp_path / "resumed", vocab=categorical == "vocab")
