@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/preprocess.py                     # 2M rows, both modes + pandas
     .venv/bin/python benchmarks/preprocess.py --rows 200000 --skip-baseline   # quick iteration
+    .venv/bin/python benchmarks/preprocess.py --compression none   # recsys output uncompressed
 
 Generates a Criteo-format TSV (cached under --cache, default /tmp/recsys_bench), then runs each
 variant in its own process while sampling the resident memory of that process and all its
@@ -74,7 +75,7 @@ def baseline(raw: Path, out: Path) -> None:
     df.to_parquet(out / "part-0.parquet", index=False)
 
 
-def run_variant(name: str, raw: Path, out: Path, workers: int) -> None:
+def run_variant(name: str, raw: Path, out: Path, workers: int, compression: str) -> None:
     """Runs in a child process (the parent samples its memory)."""
     if name == "pandas":
         baseline(raw, out / "pandas")
@@ -82,7 +83,8 @@ def run_variant(name: str, raw: Path, out: Path, workers: int) -> None:
     from recsys.config import PreprocessConfig
     from recsys.preprocess.pipeline import preprocess
 
-    cfg = PreprocessConfig(categorical=name, workers=workers, progress=False, resume=False)
+    cfg = PreprocessConfig(categorical=name, workers=workers, progress=False, resume=False,
+                           compression=compression)  # fmt: skip
     preprocess(f"bench_{name}", out / f"bench_{name}", str(raw), cfg)
 
 
@@ -112,9 +114,9 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def measure(name: str, raw: Path, out: Path, workers: int) -> dict:
+def measure(name: str, raw: Path, out: Path, workers: int, compression: str) -> dict:
     cmd = [sys.executable, __file__, "--run-one", name, "--input", str(raw), "--out", str(out),
-           "--workers", str(workers)]  # fmt: skip
+           "--workers", str(workers), "--compression", compression]  # fmt: skip
     load = os.getloadavg()[0]  # the cores are shared: what else ran shows here
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -139,13 +141,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="0 = all cores")
     p.add_argument("--modes", default="hash,vocab")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--compression", default="snappy", help="Parquet codec of recsys's output")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks/results/preprocess.json")
     p.add_argument("--run-one", help=argparse.SUPPRESS)
     p.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run_one:
-        return run_variant(args.run_one, args.input, args.out, args.workers)
+        return run_variant(args.run_one, args.input, args.out, args.workers, args.compression)
     args.cache.mkdir(parents=True, exist_ok=True)
     raw = args.cache / f"criteo_{args.rows}.tsv"
     if not raw.is_file():
@@ -155,7 +158,9 @@ def main() -> None:
     variants = args.modes.split(",") + ([] if args.skip_baseline else ["pandas"])
     results = []
     for name in variants:
-        r = measure(name, raw, args.cache / "out", args.workers)
+        r = measure(name, raw, args.cache / "out", args.workers, args.compression)
+        if name != "pandas":
+            r["compression"] = args.compression
         r["rows_per_s"] = round(args.rows / r["seconds"])
         r["mb_per_s"] = round(size / 2**20 / r["seconds"], 1)
         r["kaggle_extrapolated_s"] = round(KAGGLE_ROWS / r["rows_per_s"])
