@@ -128,9 +128,10 @@ class Stash:
 
     Per row: label (int8), the transformed dense values (13 float32, NaN = missing) and per
     feature the index of the row's value among the chunk's distinct values (`vocab.chunk_inverse`,
-    uint16 when the chunk has < 65536 distinct values of the feature, else uint32): 60-160 bytes
-    a row (Criteo: ~110), against ~245 bytes of text. Per feature and chunk: the distinct values
-    and their counts over the chunk's training rows (so a resumed counting pass reads them back).
+    uint16 when the chunk has <= 65536 distinct values of the feature, else uint32): 105-157
+    bytes a row (the benchmark file: ~114), against ~245 bytes of text. Per feature and chunk:
+    the distinct values and their counts over the chunk's training rows (so a resumed counting
+    pass reads them back).
     Line numbers are stored only when not consecutive (a chunk with rejected lines).
     """
 
