@@ -12,7 +12,8 @@ The `kernels.ops` Python wrappers add a fixed ~2-3 us per call (measured, printe
 Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows; batch 512;
 uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
 config run interleaved, round after round (the machine is shared), and the ratios are medians
-of per-round ratios. Reported: million ids/s, ns per id, GB/s of row bytes touched, ours /
+of per-round ratios; consecutive calls look up different id sets (no op finds the rows the op
+before it just read in cache). Reported: million ids/s, ns per id, GB/s of row bytes touched, ours /
 FBGEMM, and ours / the random-gather limit: `recsys_kernels::gather_probe`, which reads the same
 cache lines per id with the same threads, work split and prefetch distance, and does no
 arithmetic. Every op reads the same table, on 2 MiB-aligned memory advised for transparent huge
@@ -93,17 +94,24 @@ def ids(rows: int, n: int, dist: str, seed: int) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.int64))
 
 
-def interleaved(cases: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+def interleaved(cases: dict[str, Callable[[torch.Tensor], object]], reps: int,
+                id_sets: list[torch.Tensor]) -> dict[str, list[float]]:  # fmt: skip
     """Seconds per call of each case, round after round (rotating order), so that load from
-    other processes hits every op alike; ratios are then taken within a round."""
+    other processes hits every op alike; ratios are then taken within a round.
+
+    Consecutive calls never look up the same ids: call number `pos` of round `r` takes id set
+    (pos + r) mod K. Otherwise each op would find the rows the op before it just read still in
+    cache (this machine's L3 holds 300 MB), which flatters whichever op runs second."""
     names = list(cases)
     for name in names:
-        cases[name]()
+        cases[name](id_sets[0])
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for pos, name in enumerate(order):
+            ids_now = id_sets[(pos + r) % len(id_sets)]
             t0 = time.perf_counter()
-            cases[name]()
+            cases[name](ids_now)
             times[name].append(time.perf_counter() - t0)
     return times
 
@@ -112,7 +120,6 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
                  reps: int) -> list[dict]:  # fmt: skip
     torch.set_num_threads(threads)
     n = BATCH * pool
-    idx = ids(rows, n, dist, seed=dim * 1000 + pool)
     off = torch.arange(0, n + 1, pool)  # with the trailing end offset
     t8, t4, th, f32 = tables["int8"], tables["int4"], tables["int8_half"], tables.get("fp32")
     tbe8, tbe4 = tables["tbe int8"], tables["tbe int4"]
@@ -122,21 +129,22 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     # per_sample_weights, include_last_offset, table name, out dtype)
 
     def ours_int8_checks(enabled: bool) -> Callable[[], None]:
-        def run() -> None:  # both variants pay the same switch call, so the ratio is fair
-            ops.set_index_checks(enabled)
+        def run(idx: torch.Tensor) -> None:  # both variants pay the same two switch calls, and
+            ops.set_index_checks(enabled)  # the checks are back on before any other op runs
             ours(t8, idx, off, 0, -1, 0, None, True, "", None)
+            ops.set_index_checks(True)
 
         return run
 
     cases = {
-        "ours int8": lambda: ours(t8, idx, off, 0, -1, 0, None, True, "", None),
-        "fbgemm int8": lambda: fb8(t8, idx, off, False, 0, False, None, None, True),
-        "ours int4": lambda: ours(t4, idx, off, 2, -1, 0, None, True, "", None),
-        "fbgemm int4": lambda: fb4(t4, idx, off, False, 0, False, None, None, True),
-        "ours int8_half": lambda: ours(th, idx, off, 1, -1, 0, None, True, "", None),
-        "fbgemm tbe int8_half": lambda: tbe8(idx, off),
-        "fbgemm tbe int4": lambda: tbe4(idx, off),
-        "gather limit int8": lambda: ops.gather_probe(t8, idx, off),
+        "ours int8": lambda idx: ours(t8, idx, off, 0, -1, 0, None, True, "", None),
+        "fbgemm int8": lambda idx: fb8(t8, idx, off, False, 0, False, None, None, True),
+        "ours int4": lambda idx: ours(t4, idx, off, 2, -1, 0, None, True, "", None),
+        "fbgemm int4": lambda idx: fb4(t4, idx, off, False, 0, False, None, None, True),
+        "ours int8_half": lambda idx: ours(th, idx, off, 1, -1, 0, None, True, "", None),
+        "fbgemm tbe int8_half": lambda idx: tbe8(idx, off),
+        "fbgemm tbe int4": lambda idx: tbe4(idx, off),
+        "gather limit int8": lambda idx: ops.gather_probe(t8, idx, off),
         "ours int8 checks on": ours_int8_checks(True),
         "ours int8 unchecked": ours_int8_checks(False),
     }
@@ -147,11 +155,12 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         "fp32": 4 * dim,
     }
     if f32 is not None:
-        cases["fp32 embedding_bag"] = lambda: F.embedding_bag(
+        cases["fp32 embedding_bag"] = lambda idx: F.embedding_bag(
             idx, f32, off, include_last_offset=True
         )
+    id_sets = [ids(rows, n, dist, seed=dim * 1000 + pool * 10 + k) for k in range(len(cases))]
     try:
-        times = interleaved(cases, reps)
+        times = interleaved(cases, reps, id_sets)
     finally:
         ops.set_index_checks(True)
     out = []
@@ -214,10 +223,10 @@ def wrapper_overhead_us(reps: int = 2000) -> float:
     idx, off = torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
     op = torch.ops.recsys_kernels.embedding_bag
     times = interleaved({
-        "op": lambda: [op(table, idx, off, 0, -1, 0, None, True, "", None) for _ in range(reps)],
-        "wrapper": lambda: [ops.embedding_bag_int8(table, idx, off, include_last_offset=True)
-                            for _ in range(reps)],
-    }, 15)  # fmt: skip
+        "op": lambda i: [op(table, i, off, 0, -1, 0, None, True, "", None) for _ in range(reps)],
+        "wrapper": lambda i: [ops.embedding_bag_int8(table, i, off, include_last_offset=True)
+                              for _ in range(reps)],
+    }, 15, [idx])  # fmt: skip
     return round(
         statistics.median(w - o for w, o in zip(times["wrapper"], times["op"], strict=True))
         / reps * 1e6, 2)  # fmt: skip
