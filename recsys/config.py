@@ -51,6 +51,7 @@ class PreprocessConfig:
     layout: str = "kaggle"  # kaggle: rows cut into 7 days | 1tb: day_0..day_23, last one halved
     categorical: str = "vocab"  # vocab: contiguous ids for frequent values | hash: mod range
     frequency_threshold: int = 3  # vocab mode: values seen fewer times share the OOV id
+    count_memory_mb: int = 2048  # vocab mode: value counts beyond this spill to sorted runs on disk
     max_ind_range: int = 40_000_000  # hash mode: ids = 1 + value mod this (per feature)
     max_ind_range_per_feature: dict[str, int] = field(default_factory=dict)  # e.g. {C3: 1000000}
     negative_sample_rate: float = 1.0  # keep this fraction of training negatives

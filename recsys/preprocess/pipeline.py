@@ -47,6 +47,7 @@ LAYOUTS = ("kaggle", "1tb")
 MODES = ("vocab", "hash")
 CODECS = ("snappy", "lz4", "zstd", "none")
 RUN_FILE = "_run.json"
+COUNT_SPILL = "_counts"  # vocab mode: value counts spilled to disk (removed once counted)
 LINES_FILE = "_lines.json"
 EARLY_ABORT_ROWS = 1_000_000
 
@@ -121,6 +122,10 @@ def _validate(cfg: PreprocessConfig) -> None:
         )
     if not 0.0 < cfg.negative_sample_rate <= 1.0:
         raise PreprocessError("data.preprocess.negative_sample_rate must be in (0, 1]")
+    if cfg.count_memory_mb < 1:
+        raise PreprocessError(
+            f"data.preprocess.count_memory_mb must be >= 1, got {cfg.count_memory_mb}"
+        )
     if cfg.categorical == "vocab" and not cfg.labelled and not cfg.vocab_from:
         raise PreprocessError(
             "unlabelled input in vocab mode needs data.preprocess.vocab_from=<a preprocessed "
@@ -130,7 +135,8 @@ def _validate(cfg: PreprocessConfig) -> None:
 
 def _fingerprint(cfg: PreprocessConfig, sources: list[Source]) -> dict:
     """What must match for a staging directory to be resumed."""
-    settings = asdict(replace(cfg, workers=0, max_bad_fraction=0.0, resume=True, progress=True))
+    settings = asdict(replace(cfg, workers=0, max_bad_fraction=0.0, resume=True, progress=True,
+                              count_memory_mb=0))  # fmt: skip
     return {"settings": settings, "sources": [[s.path, s.size, s.mtime] for s in sources]}
 
 
@@ -335,7 +341,12 @@ def _vocabularies(
     directory = staging / "vocab"
     if load_vocabularies(directory, SPARSE_NAMES) is not None:
         return directory
-    counters = [ValueCounter() for _ in SPARSE_NAMES]
+    # Memory for the counts: ~36 bytes per distinct value held (a merge doubles a table), shared
+    # by the 26 features; a feature's counts beyond its share spill to sorted runs on disk.
+    spill = staging / COUNT_SPILL
+    shutil.rmtree(spill, ignore_errors=True)  # runs of a killed count are not reused
+    max_entries = max(1024, cfg.count_memory_mb * (1 << 20) // (36 * len(SPARSE_NAMES)))
+    counters = [ValueCounter(spill / name, max_entries) for name in SPARSE_NAMES]
     seen = {"rows_in": 0, "rejected": 0, "rows": 0}
 
     def on_result(res: dict) -> int:
@@ -361,6 +372,7 @@ def _vocabularies(
         "kept": {n: len(v) for n, v in zip(SPARSE_NAMES, vocabs, strict=True)},
     }  # fmt: skip
     save_vocabularies(directory, SPARSE_NAMES, vocabs, info)
+    shutil.rmtree(spill, ignore_errors=True)
     return directory
 
 

@@ -16,7 +16,7 @@ from recsys.preprocess.parse import parse_chunk
 from recsys.preprocess.sources import Chunk
 from recsys.preprocess.splits import kaggle_plan
 from recsys.preprocess.transform import CategoricalMap
-from recsys.preprocess.vocab import chunk_inverse
+from recsys.preprocess.vocab import ValueCounter, chunk_inverse
 from tests.preprocess.reference import FIXTURES, read_split, run
 
 SMALL_CHUNKS = 4096 / 2**20  # ~4 KiB chunks: many parts, chunks across the train/test boundary
@@ -229,3 +229,27 @@ def test_chunks_started_during_the_line_count(tmp_path, monkeypatch, categorical
         marker.unlink()
     run(raw, tmp_path / "resumed", **kw)
     _same(tmp_path / "late", tmp_path / "resumed", vocab=categorical == "vocab")
+
+
+def test_vocab_counts_spilled_to_disk_give_the_same_data_set(tmp_path, monkeypatch):
+    """count_memory_mb=1 (about 1,100 distinct values per feature held, the rest spilled to
+    sorted runs) writes the same data set as counting in memory, and leaves no runs behind."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    lines = []
+    for i in range(n):
+        dense = "\t".join(str(int(x)) for x in rng.integers(0, 50, 13))
+        # wide and narrow features: up to ~6,000 distinct values, some repeated
+        cats = "\t".join(f"{int(rng.integers(0, 2**32 if k % 2 else 3000)):08x}" for k in range(26))
+        lines.append(f"{i % 4 == 0:d}\t{dense}\t{cats}\n")
+    raw = tmp_path / "train.tsv"
+    raw.write_text("".join(lines))
+    kw = {"chunk_mb": 64 * 1024 / 2**20, "frequency_threshold": 2}
+    spills = []
+    real_spill = ValueCounter._spill
+    monkeypatch.setattr(ValueCounter, "_spill", lambda self: (spills.append(1), real_spill(self)))
+    run(raw, tmp_path / "budget", count_memory_mb=1, **kw)
+    assert len(spills) >= 13  # every wide feature spilled at least once
+    run(raw, tmp_path / "memory", **kw)
+    _same(tmp_path / "budget", tmp_path / "memory")
+    assert not (tmp_path / "budget" / pipeline.COUNT_SPILL).exists()

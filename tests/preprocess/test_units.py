@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from recsys.preprocess.splits import TEST, TRAIN, VALID, kaggle_plan, terabyte_plan
 from recsys.preprocess.transform import CategoricalMap, dense_transform
-from recsys.preprocess.vocab import ValueCounter, chunk_counts
+from recsys.preprocess.vocab import MAX_RUNS, ValueCounter, chunk_counts
 
 
 def test_dense_transform_clamps_negatives_and_logs():
@@ -41,6 +42,31 @@ def test_vocab_counting_threshold_and_oov():
     ids = cmap.apply(0, vals, np.array([False, False, False, True]))
     assert ids.tolist() == [2, len(vocab) + 1, 1, 0]
     assert cmap.table_sizes() == [len(vocab) + 2]
+
+
+@pytest.mark.parametrize("max_entries", [1, 7, 100])  # 1: > MAX_RUNS runs, so they get merged
+def test_value_counts_spilled_to_disk_give_the_same_vocabulary(tmp_path, max_entries):
+    """A counter over its memory budget writes sorted runs and merges them range by range:
+    the same vocabulary and distinct count as counting in memory, runs removed afterwards."""
+    rng = np.random.default_rng(max_entries)
+    chunks = [rng.integers(0, 2**32, 40, dtype=np.uint64).astype(np.uint32) for _ in range(30)]
+    chunks += [rng.integers(0, 60, 200).astype(np.uint32) for _ in range(5)]  # repeated values
+    chunks.append(np.array([0, 2**32 - 1, 2**32 - 1], dtype=np.uint32))  # both ends of the range
+    spill = tmp_path / "counts" / "C1"
+    budgeted, plain = ValueCounter(spill, max_entries), ValueCounter()
+    for c in chunks:
+        for counter in (budgeted, plain):
+            counter.add(*chunk_counts(c, np.zeros(len(c), dtype=bool)))
+    assert len(list(spill.glob("run*.keys.npy"))) >= (1 if max_entries == 1 else 2)  # spilled
+    assert len(list(spill.glob("run*.keys.npy"))) < MAX_RUNS
+    ref = Counter(int(v) for c in chunks for v in c)
+    for threshold in (1, 2, 5):
+        vocab = budgeted.vocabulary(threshold)
+        assert vocab.tolist() == plain.vocabulary(threshold).tolist()
+        assert vocab.tolist() == sorted(k for k, n in ref.items() if n >= threshold)
+    assert budgeted.distinct == plain.distinct == len(ref)
+    budgeted.discard_spill()
+    assert not spill.exists()
 
 
 def test_kaggle_seven_days_as_the_reference():
