@@ -3,7 +3,7 @@ autograd's generic backward (bmm + index_select, the formulation it replaced).
 
 Criteo-Kaggle shape: 26 pooled embeddings + the dense vector, dim 16; fp32 and bf16 autocast
 (the dense vector arrives in bf16 from the bottom MLP, as in training). Interleaved rounds;
-ms per forward + backward, median.
+ms per forward + backward, median; JSON in benchmarks/results/interaction.json.
 
     python -m benchmarks.interaction [--batch 2048 128]
 """
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks.machine import machine_info
 from recsys.models.interaction import DotInteraction
 
 NUM_SPARSE, DIM = 26, 16
@@ -43,7 +46,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", default=[2048, 128])
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "interaction.json"
+    )
     args = p.parse_args()
+    rows: list[dict] = []
     torch.set_num_threads(2)
     torch.manual_seed(0)
     layers = {"autograd bmm + index_select": AutogradDot(NUM_SPARSE),
@@ -75,6 +82,12 @@ def main() -> None:
                 ratio = statistics.median(b / t for b, t in zip(base, ts, strict=True))
                 print(f"batch {batch:>5} {precision}  {name:<28} {statistics.median(ts):7.3f} ms "
                       f"fwd+bwd  {ratio:4.2f}x", flush=True)  # fmt: skip
+                rows.append({"batch": batch, "precision": precision, "layer": name,
+                             "ms_fwd_bwd": round(statistics.median(ts), 3),
+                             "speedup": round(ratio, 3)})  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine_info(2), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
