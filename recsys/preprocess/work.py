@@ -162,12 +162,8 @@ class Stash:
         contiguous = block.rows == 0 or (
             block.lines[0] == first_line and block.lines[-1] == first_line + block.rows - 1
         )  # fmt: skip
-        meta = {
-            "first_line": int(block.lines[0]) if block.rows else first_line,
-            "rows_in": block.rows_in, "train_rows": int(train.sum()),
-            "rejected": _count(reason for _, reason, _ in block.rejects),
-            "repaired": block.repaired,
-        }  # fmt: skip
+        meta = {"first_line": int(block.lines[0]) if block.rows else first_line,
+                "train_rows": int(train.sum()), **_parse_stats(block)}  # fmt: skip
         lines = None if contiguous else block.lines
         return cls(meta, block.label, dense, lines, keys, counts, inverse)
 
@@ -203,6 +199,12 @@ class Stash:
             "rows": self.meta["train_rows"], "rows_in": self.meta["rows_in"],
             "rejected": sum(self.meta["rejected"].values()), "counts": counts,
         }  # fmt: skip
+
+
+def _parse_stats(block: ParsedBlock) -> dict:
+    """Rows read, repaired and rejected (per reason) by the parse of one chunk."""
+    return {"rows_in": block.rows_in, "repaired": block.repaired,
+            "rejected": _count(reason for _, reason, _ in block.rejects)}  # fmt: skip
 
 
 def stash_path(staging: Path, chunk: Chunk) -> Path:
@@ -247,10 +249,7 @@ def convert_chunk(
             raise PreprocessError(f"{stash_file}: missing; rerun with data.preprocess.resume=false")
         block = _parse(chunk, ctx)
         lines, label = block.lines, block.label
-        stats = {
-            "rows_in": block.rows_in, "repaired": block.repaired,
-            "rejected": _count(reason for _, reason, _ in block.rejects),
-        }  # fmt: skip
+        stats = _parse_stats(block)
         if block.rejects:
             source = ctx.sources[chunk.source]
             _write_rejects(staging / REJECTS / f"part-{name}.jsonl", source, block)

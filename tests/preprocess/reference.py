@@ -41,6 +41,16 @@ def read_split(directory: Path, split: str) -> dict[str, np.ndarray]:
     }
 
 
+def mixed_file(tmp_path: Path, clean_after: bool = False) -> Path:
+    """train.tsv: the clean fixture 4 times, the bad-rows fixture, a blank line, and (when
+    `clean_after`) the clean fixture once more after the bad rows."""
+    clean = (FIXTURES / "kaggle_clean.tsv").read_bytes()
+    raw = tmp_path / "train.tsv"
+    bad = (FIXTURES / "kaggle_bad.tsv").read_bytes()
+    raw.write_bytes(clean * 4 + bad + b"\n" + (clean if clean_after else b""))
+    return raw
+
+
 def config(**kw) -> PreprocessConfig:
     """Test settings: one worker, no progress bar, everything else as given."""
     return replace(PreprocessConfig(workers=1, progress=False), **kw)

@@ -15,7 +15,7 @@ import pytest
 
 from recsys.data.features import DatasetManifest
 from recsys.preprocess.errors import PreprocessError
-from tests.preprocess.reference import FIXTURES, SAMPLE_DIR, read_split, ref_row, run
+from tests.preprocess.reference import FIXTURES, SAMPLE_DIR, mixed_file, read_split, ref_row, run
 
 
 def _lines(path: Path) -> list[str]:
@@ -155,12 +155,7 @@ def test_unlabelled_test_layout(tmp_path):
 
 
 def test_resume_after_kill_redoes_only_unfinished_parts(tmp_path):
-    raw = tmp_path / "train.tsv"
-    raw.write_bytes(
-        (FIXTURES / "kaggle_clean.tsv").read_bytes() * 4
-        + (FIXTURES / "kaggle_bad.tsv").read_bytes()
-        + b"\n"
-    )  # noqa: E501
+    raw = mixed_file(tmp_path)
     kw = {"categorical": "vocab", "chunk_mb": 4096 / 2**20}  # ~4 KiB chunks: many parts
     fresh = run(raw, tmp_path / "fresh", max_bad_fraction=1.0, **kw)
     # a run that fails at the very end leaves its staging directory, as a kill would

@@ -17,7 +17,7 @@ from recsys.preprocess.sources import Chunk
 from recsys.preprocess.splits import kaggle_plan
 from recsys.preprocess.transform import CategoricalMap
 from recsys.preprocess.vocab import ValueCounter, chunk_inverse
-from tests.preprocess.reference import FIXTURES, read_split, run
+from tests.preprocess.reference import FIXTURES, mixed_file, read_split, run
 
 SMALL_CHUNKS = 4096 / 2**20  # ~4 KiB chunks: many parts, chunks across the train/test boundary
 
@@ -37,17 +37,6 @@ def test_chunk_inverse_matches_unique(n, distinct, missing_rate):
     assert inverse.dtype == (np.uint16 if len(keys) < 2**16 else np.uint32)
     assert (inverse[missing] == len(keys)).all()
     assert (keys[inverse[~missing]] == values[~missing]).all()
-
-
-def _raw(tmp_path):
-    raw = tmp_path / "train.tsv"
-    raw.write_bytes(
-        (FIXTURES / "kaggle_clean.tsv").read_bytes() * 4
-        + (FIXTURES / "kaggle_bad.tsv").read_bytes()
-        + b"\n"
-        + (FIXTURES / "kaggle_clean.tsv").read_bytes()
-    )
-    return raw
 
 
 def _same(a_dir, b_dir, vocab=True):
@@ -74,7 +63,7 @@ def test_vocab_output_equals_a_plain_parse(tmp_path, rate):
     """Stashed (parsed once) conversion == converting the text again with the same vocabulary
     (`vocab_from`: no counting pass, no stash), including rejects, repairs, down-sampling and
     chunks across the train/test boundary."""
-    raw = _raw(tmp_path)
+    raw = mixed_file(tmp_path, clean_after=True)
     kw = {"chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0, "negative_sample_rate": rate,
           "frequency_threshold": 2}  # fmt: skip
     once = run(raw, tmp_path / "once", **kw)
@@ -89,7 +78,7 @@ def test_vocab_output_equals_a_plain_parse(tmp_path, rate):
 
 
 def test_killed_vocab_run_resumes_in_either_pass(tmp_path, monkeypatch):
-    raw = _raw(tmp_path)
+    raw = mixed_file(tmp_path, clean_after=True)
     kw = {"chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0}
     run(raw, tmp_path / "fresh", **kw)
 
@@ -201,7 +190,7 @@ def test_gzip_days_converted_by_workers_equal_plain_days(tmp_path, categorical):
 def test_chunks_started_during_the_line_count(tmp_path, monkeypatch, categorical):
     """Chunks certainly in train start while lines are still counted; the result equals a run
     without that, also when a run killed during the count had converted some already."""
-    raw = _raw(tmp_path)
+    raw = mixed_file(tmp_path, clean_after=True)
     kw = {"categorical": categorical, "chunk_mb": SMALL_CHUNKS, "max_bad_fraction": 1.0,
           "max_ind_range": 2**32}  # fmt: skip
     started = []
