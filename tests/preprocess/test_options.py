@@ -1,4 +1,5 @@
-"""data.preprocess.compression: the Parquet codec of the parts (same rows and values)."""
+"""data.preprocess options: the Parquet codec of the parts (same rows and values), the memory
+for vocab-mode value counts."""
 
 from __future__ import annotations
 
@@ -26,3 +27,9 @@ def test_uncompressed_parts_hold_the_same_values(tmp_path):
 def test_unknown_codec_is_an_error(tmp_path):
     with pytest.raises(PreprocessError, match="compression must be one of"):
         run(FIXTURES / "kaggle_clean.tsv", tmp_path / "x", compression="gzip9")
+
+
+def test_count_memory_below_one_mb_is_an_error(tmp_path):
+    with pytest.raises(PreprocessError, match="count_memory_mb must be >= 1, got 0"):
+        run(FIXTURES / "kaggle_clean.tsv", tmp_path / "x", count_memory_mb=0)
+    assert not (tmp_path / "x").exists()  # nothing written
