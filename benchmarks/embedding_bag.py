@@ -1,13 +1,17 @@
 """Embedding-bag lookups on row-wise quantized tables: ours vs FBGEMM vs fp32 embedding_bag.
 
-Ops (each a single PyTorch operator call from Python, the way a serving module calls them):
-  ours int8 / int4 / int8_half   torch.ops.recsys_kernels.embedding_bag (FBGEMM byte layout /
-                                 FBGEMM 4-bit layout / our compact int8 with fp16 scale, bias)
+Ops (each one call from Python, the way a serving module makes it):
+  ours int8 / int4 / int8_half   `kernels.ops.embedding_bag`, our Python API (FBGEMM byte layout /
+                                 FBGEMM 4-bit layout / our compact int8 with fp16 scale, bias);
+                                 in eager mode it reaches the kernels through a direct binding
+  ours int8 (torch.ops)          the same lookup through the registered operator,
+                                 torch.ops.recsys_kernels.embedding_bag: the way FBGEMM's ops
+                                 are called (~5 us per call of schema parsing from Python)
   fbgemm int8 / int4             torch.ops.quantized.embedding_bag_{byte,4bit}_rowwise_offsets
   fbgemm tbe int8 / int4         fbgemm_gpu's CPU table-batched int-n-bit lookup
                                  (IntNBitTableBatchedEmbeddingBagsCodegen, fp16 scale/bias in
                                  front of each row; compare with ours int8_half / ours int4)
-The `kernels.ops` Python wrappers add a fixed ~2-3 us per call (measured, printed at the end).
+The fixed cost per call of each entry (one id) is measured and printed at the end.
 
 Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows; batch 512;
 uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
@@ -136,19 +140,23 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     tbe8, tbe4 = tables["tbe int8"], tables["tbe int4"]
     fb8 = torch.ops.quantized.embedding_bag_byte_rowwise_offsets
     fb4 = torch.ops.quantized.embedding_bag_4bit_rowwise_offsets
-    ours = torch.ops.recsys_kernels.embedding_bag  # (weight, ids, offsets, format, dim, mode,
+    op = torch.ops.recsys_kernels.embedding_bag  # (weight, ids, offsets, format, dim, mode,
     # per_sample_weights, include_last_offset, table name, out dtype)
+    api = ops.embedding_bag
 
     cases = {
-        "ours int8": lambda idx: ours(t8, idx, off, 0, -1, 0, None, True, "", None),
+        "ours int8": lambda idx: api(t8, idx, off, include_last_offset=True),
+        "ours int8 (torch.ops)": lambda idx: op(t8, idx, off, 0, -1, 0, None, True, "", None),
         "fbgemm int8": lambda idx: fb8(t8, idx, off, False, 0, False, None, None, True),
-        "ours int4": lambda idx: ours(t4, idx, off, 2, -1, 0, None, True, "", None),
+        "ours int4": lambda idx: api(t4, idx, off, format="int4", include_last_offset=True),
         "fbgemm int4": lambda idx: fb4(t4, idx, off, False, 0, False, None, None, True),
-        "ours int8_half": lambda idx: ours(th, idx, off, 1, -1, 0, None, True, "", None),
+        "ours int8_half": lambda idx: api(
+            th, idx, off, format="int8_half", include_last_offset=True
+        ),  # fmt: skip
         "fbgemm tbe int8_half": lambda idx: tbe8(idx, off),
         "fbgemm tbe int4": lambda idx: tbe4(idx, off),
         "gather limit int8": lambda idx: ops.gather_probe(t8, idx, off),
-        "ours int8 unchecked": lambda idx: ours(t8, idx, off, 0, -1, 0, None, True, "", None),
+        "ours int8 unchecked": lambda idx: api(t8, idx, off, include_last_offset=True),
     }
     row_bytes = {
         "int8": t8.shape[1],
@@ -196,6 +204,7 @@ def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables."""
     out: dict = {}
     for fmt, key, label in (("int8", "vs_fbgemm", "fbgemm"), ("int4", "vs_fbgemm", "fbgemm"),
+                            ("int8 (torch.ops)", "vs_fbgemm", "fbgemm"),
                             ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe"),
                             ("int4", "vs_fbgemm_tbe", "fbgemm tbe")):  # fmt: skip
         mine = [r for r in rows if r["op"] == f"ours {fmt}" and key in r]
@@ -218,20 +227,23 @@ def summarise(rows: list[dict]) -> dict:
 _KEYS = ("rows", "dim", "pool", "ids", "threads")
 
 
-def wrapper_overhead_us(reps: int = 2000) -> float:
-    """Fixed cost of the `kernels.ops` Python wrapper over the bare operator (one tiny bag)."""
+def call_cost_us(reps: int = 2000) -> dict[str, float]:
+    """Microseconds per call of a one-id lookup through each entry: what a call costs before
+    any row is read (Python, argument parsing, dispatch, output allocation)."""
     torch.set_num_threads(1)
     table = packed_table(1000, 16, "int8", 0)
     idx, off = torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
     op = torch.ops.recsys_kernels.embedding_bag
+    fb8 = torch.ops.quantized.embedding_bag_byte_rowwise_offsets
     times = interleaved({
-        "op": lambda i: [op(table, i, off, 0, -1, 0, None, True, "", None) for _ in range(reps)],
-        "wrapper": lambda i: [ops.embedding_bag_int8(table, i, off, include_last_offset=True)
-                              for _ in range(reps)],
+        "ours kernels.ops": lambda i: [ops.embedding_bag(table, i, off, include_last_offset=True)
+                                       for _ in range(reps)],
+        "ours torch.ops": lambda i: [op(table, i, off, 0, -1, 0, None, True, "", None)
+                                     for _ in range(reps)],
+        "fbgemm torch.ops": lambda i: [fb8(table, i, off, False, 0, False, None, None, True)
+                                       for _ in range(reps)],
     }, 15, [idx])  # fmt: skip
-    return round(
-        statistics.median(w - o for w, o in zip(times["wrapper"], times["op"], strict=True))
-        / reps * 1e6, 2)  # fmt: skip
+    return {name: round(statistics.median(ts) / reps * 1e6, 2) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -263,7 +275,7 @@ def main() -> None:
                       f"{r['gb_per_s']:>6.2f} GB/s{extra}", flush=True)  # fmt: skip
         del tables
     summary = summarise(rows)
-    summary["kernels.ops wrapper overhead (us per call)"] = wrapper_overhead_us()
+    summary["us per call, one id"] = call_cost_us()
     for k, v in summary.items():
         print(f"{k}: {v}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = [
     "ops.cpp",
+    "bindings.cpp",
     "dispatch.cpp",
     "memory.cpp",
     "embedding_bag_ref.cpp",

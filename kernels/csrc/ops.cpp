@@ -13,6 +13,7 @@
 
 #include "dispatch.h"
 #include "embedding_bag.h"
+#include "ops.h"
 
 namespace recsys_kernels {
 
@@ -164,17 +165,22 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   return out;
 }
 
+// Indices and offsets may be int32 or int64, of different types and strided: offsets are brought
+// to the indices' type and both made contiguous here (free when they already are), so callers
+// need no conversions of their own.
 at::Tensor dispatch_index(const std::vector<Table>& tables, Format fmt,
-                          const at::Tensor& indices, const at::Tensor& offsets, int64_t batch,
-                          bool include_last, int64_t mode,
+                          const at::Tensor& indices_in, const at::Tensor& offsets_in,
+                          int64_t batch, bool include_last, int64_t mode,
                           const c10::optional<at::Tensor>& weights,
                           c10::optional<at::ScalarType> out_dtype) {
-  TORCH_CHECK(indices.dim() == 1 && offsets.dim() == 1 && indices.is_contiguous() &&
-                  offsets.is_contiguous(),
-              "recsys_kernels: indices and offsets must be contiguous 1-D tensors");
-  TORCH_CHECK(indices.scalar_type() == offsets.scalar_type(), "recsys_kernels: indices (",
-              indices.scalar_type(), ") and offsets (", offsets.scalar_type(),
-              ") must have the same dtype");
+  const auto is_index = [](at::ScalarType t) { return t == at::kInt || t == at::kLong; };
+  TORCH_CHECK(indices_in.dim() == 1 && offsets_in.dim() == 1 &&
+                  is_index(indices_in.scalar_type()) && is_index(offsets_in.scalar_type()),
+              "recsys_kernels: table '", tables[0].name, "': indices and offsets must be 1-D "
+              "int32 or int64 tensors, got ", indices_in.scalar_type(), " of ", indices_in.dim(),
+              " dims and ", offsets_in.scalar_type(), " of ", offsets_in.dim(), " dims");
+  const at::Tensor indices = indices_in.contiguous();
+  const at::Tensor offsets = offsets_in.to(indices.scalar_type()).contiguous();
   const at::ScalarType out_type = out_dtype.value_or(at::kFloat);
   TORCH_CHECK(out_type == at::kFloat || out_type == at::kHalf || out_type == at::kBFloat16,
               "recsys_kernels: out_dtype must be float32, float16 or bfloat16");
@@ -182,11 +188,11 @@ at::Tensor dispatch_index(const std::vector<Table>& tables, Format fmt,
     return pooled<int32_t>(tables, fmt, indices, offsets, batch, include_last, mode, weights,
                            out_type);
   }
-  TORCH_CHECK(indices.scalar_type() == at::kLong,
-              "recsys_kernels: indices must be int32 or int64, got ", indices.scalar_type());
   return pooled<int64_t>(tables, fmt, indices, offsets, batch, include_last, mode, weights,
                          out_type);
 }
+
+}  // namespace
 
 // One table: bags given by offsets [B] or [B + 1] (include_last_offset).
 at::Tensor embedding_bag(const at::Tensor& weight, const at::Tensor& indices,
@@ -222,7 +228,6 @@ at::Tensor embedding_bags_batched(at::TensorList weights, at::IntArrayRef dims, 
                         out_dtype);
 }
 
-}  // namespace
 }  // namespace recsys_kernels
 
 TORCH_LIBRARY(recsys_kernels, m) {

@@ -75,6 +75,35 @@ def test_int4_matches_fbgemm_on_every_path(case):
     ops.set_isa("auto")
 
 
+@pytest.mark.parametrize("dim", [3, 16, 40, 64, 130])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_one_id_per_bag_matches_fbgemm(dim, index_dtype, isa):
+    """Runs of one-id bags take their own loop; a bag of two or an empty bag among them must
+    send the run back to the general one. Weighted and mean too (mean of one row = the row)."""
+    g = torch.Generator().manual_seed(dim)
+    table = torch.randn(700, dim * 2, generator=g)[:, :dim].contiguous()
+    b = 2500  # over one task's worth of bags: several runs, prefetch across run ends
+    indices = torch.randint(0, 700, (b,), generator=g).to(index_dtype)
+    weights = torch.rand(b, generator=g)
+    singles = torch.arange(b + 1).to(index_dtype)
+    mixed = singles.clone()
+    mixed[8] = 7  # bag 7 empty, bag 8 two ids: that run goes through the general loop
+    cases = [(singles, None), (singles, weights), (mixed, None), (mixed, weights)]
+    packed8 = torch.ops.quantized.embedding_bag_byte_prepack(table)
+    packed4 = torch.ops.quantized.embedding_bag_4bit_prepack(table[:, : dim - dim % 2].contiguous())
+    for offsets, w in cases:
+        got = ops.embedding_bag_int8(packed8, indices, offsets, per_sample_weights=w,
+                                     include_last_offset=True)  # fmt: skip
+        want = fbgemm_int8(packed8, indices, offsets, w, True)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        got4 = ops.embedding_bag_int4(packed4, indices, offsets, per_sample_weights=w,
+                                      include_last_offset=True)  # fmt: skip
+        torch.testing.assert_close(got4, fbgemm_int4(packed4, indices, offsets, w, True),
+                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+    mean = ops.embedding_bag_int8(packed8, indices, singles, mode="mean", include_last_offset=True)
+    torch.testing.assert_close(mean, fbgemm_int8(packed8, indices, singles, None, True))
+
+
 def test_mean_pooling_lengths_and_empty_bags(isa):
     g = torch.Generator().manual_seed(1)
     table = torch.randn(50, 19, generator=g)
@@ -185,6 +214,42 @@ def test_ops_survive_export_and_script():
     assert torch.equal(exported.module()(*args), expected)
     scripted = torch.jit.script(Lookup())
     assert torch.equal(scripted(*args), expected)
+
+
+def test_wrapper_goes_through_the_operator_when_traced_or_exported():
+    """kernels.ops calls the direct binding in eager mode, but a trace or an export must record
+    the registered operator, never bake a lookup's output in as a constant."""
+    packed = quant.quantize_int8(torch.randn(20, 8))
+
+    class Lookup(torch.nn.Module):
+        def forward(self, i: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+            return ops.embedding_bag(packed, i, o, table="t")
+
+    first = (torch.tensor([1, 2, 3]), torch.tensor([0, 1]))
+    other = (torch.tensor([4, 5, 6]), torch.tensor([0, 2]))
+    direct = [Lookup()(*a) for a in (first, other)]
+    assert torch.equal(direct[0], torch.ops.recsys_kernels.embedding_bag(packed, *first))
+    exported = torch.export.export(Lookup(), first)
+    assert "recsys_kernels.embedding_bag" in str(exported.graph)
+    traced = torch.jit.trace(Lookup(), first)
+    for module in (exported.module(), traced):
+        for args, want in zip((first, other), direct, strict=True):
+            assert torch.equal(module(*args), want)
+
+
+def test_direct_binding_equals_the_operator_and_takes_any_index_types():
+    g = torch.Generator().manual_seed(3)
+    packed = quant.quantize_int8(torch.randn(50, 24, generator=g))
+    indices = torch.randint(0, 50, (40,), generator=g)
+    offsets = torch.tensor([0, 3, 3, 17, 40])
+    want = torch.ops.recsys_kernels.embedding_bag(packed, indices, offsets, 0, -1, 0, None, True)
+    for i, o in [(indices, offsets), (indices.int(), offsets), (indices, offsets.int()),
+                 (indices.repeat_interleave(2)[::2], offsets.int())]:  # fmt: skip
+        assert torch.equal(ops._direct.embedding_bag(packed, i, o, 0, -1, 0, None, True, "", None),
+                           want)  # fmt: skip
+        assert torch.equal(ops.embedding_bag(packed, i, o, include_last_offset=True), want)
+    with pytest.raises(RuntimeError, match="table 'x'.*int32 or int64.*Float"):
+        ops.embedding_bag(packed, indices.float(), offsets, table="x")
 
 
 def test_opcheck():

@@ -1,0 +1,27 @@
+// The lookup entry points, shared by the operator registration (ops.cpp) and the direct Python
+// bindings (bindings.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace recsys_kernels {
+
+// One table: bags given by offsets [B] or [B + 1] (include_last_offset).
+at::Tensor embedding_bag(const at::Tensor& weight, const at::Tensor& indices,
+                         const at::Tensor& offsets, int64_t format, int64_t dim, int64_t mode,
+                         const c10::optional<at::Tensor>& per_sample_weights,
+                         bool include_last_offset, const std::string& table,
+                         c10::optional<at::ScalarType> out_dtype);
+
+// All tables of a model in one call, TBE-style: offsets [T * B + 1] over the indices
+// concatenated table after table; output [B, sum of dims].
+at::Tensor embedding_bags_batched(at::TensorList weights, at::IntArrayRef dims, int64_t format,
+                                  const at::Tensor& indices, const at::Tensor& offsets,
+                                  int64_t mode, const c10::optional<at::Tensor>& psw,
+                                  const std::vector<std::string>& names,
+                                  c10::optional<at::ScalarType> out_dtype);
+
+}  // namespace recsys_kernels
