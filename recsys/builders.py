@@ -37,6 +37,7 @@ from recsys.training.optim import (
 )
 from recsys.training.reporting import Reporter
 from recsys.training.trainer import LoopSettings, Trainer
+from recsys.utils.allocator import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     t = cfg.trainer
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
+    if t.retain_freed_memory and not retain_freed_memory():
+        log.info("trainer.retain_freed_memory: not glibc, allocator left as it is")
     torch.manual_seed(t.seed)
     directory, manifest = prepare_dataset(cfg.data, is_writer=env.is_main, barrier=env.barrier)
     train_loader, eval_loaders = build_loaders(directory, manifest, t, cfg.model.hash_ids, env)

@@ -135,6 +135,8 @@ class TrainerConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (autocast of the dense layers)
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # Keep freed memory mapped (glibc mallopt) instead of page-faulting it back every step.
+    retain_freed_memory: bool = True
     prefetch_batches: int = 4
     shuffle: bool = True
     tensorboard: bool = True
