@@ -15,11 +15,14 @@ indices and offsets are int32 or int64. `kernels.quant` packs fp32 tables (error
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 import torch
 
 
-def _load_library():
+def _load_library() -> ModuleType:
     """Import the compiled extension (kernels/_C*.so): loading it registers the operators
     (torch.ops.recsys_kernels.*) and gives their direct bindings. A clear error if it was never
     built."""
@@ -43,7 +46,13 @@ _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 
 
-def _entry(weight, indices, offsets, per_sample_weights, tables=()):
+def _entry(
+    weight: torch.Tensor | None,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    per_sample_weights: torch.Tensor | None,
+    tables: Sequence[torch.Tensor] = (),
+) -> Any:
     """Where a lookup goes: the direct binding (about 1 us per call) for plain tensors in eager
     mode, else the registered operator (about 5 us from Python), which tracing, scripting,
     torch.compile, torch.export and tensor subclasses (fake, functional) need. Written out

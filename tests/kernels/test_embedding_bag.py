@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.quantized.* prepack/lookup ops)
 import pytest
@@ -262,3 +264,19 @@ def test_package_resolves_inside_the_repo():
     import kernels
 
     assert kernels.__file__.startswith(str(REPO / "kernels"))
+
+
+def test_missing_extension_says_how_to_build_it(tmp_path):
+    """A checkout whose kernels were never built: importing them names the fix."""
+    package = tmp_path / "kernels"
+    package.mkdir()
+    for name in ("__init__.py", "ops.py"):
+        (package / name).write_text((REPO / "kernels" / name).read_text())
+    # -S: no site hooks, so the editable install cannot map `kernels` to this checkout; torch
+    # still comes from site-packages, put on the path by hand.
+    site_packages = Path(torch.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{site_packages}"}
+    run = subprocess.run([sys.executable, "-S", "-c", "import kernels.ops"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    assert run.returncode != 0
+    assert "recsys kernels are not built" in run.stderr and "make install" in run.stderr
