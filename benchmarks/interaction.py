@@ -1,5 +1,7 @@
-"""The dot interaction alone, forward + backward: recsys's DotInteraction vs the same math with
-autograd's generic backward (bmm + index_select, the formulation it replaced).
+"""The dot interaction alone, forward + backward: recsys's DotInteraction with its fused C++
+kernel (the default on CPU), the same layer's PyTorch formulation (bmm + index_select with a
+hand-written backward; `fused=False`), and the same math with autograd's generic backward (the
+first formulation, which both replaced).
 
 Criteo-Kaggle shape: 26 pooled embeddings + the dense vector, dim 16; fp32 and bf16 autocast
 (the dense vector arrives in bf16 from the bottom MLP, as in training). Interleaved rounds;
@@ -54,7 +56,8 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     layers = {"autograd bmm + index_select": AutogradDot(NUM_SPARSE),
-              "recsys DotInteraction": DotInteraction(NUM_SPARSE)}  # fmt: skip
+              "recsys, PyTorch formulation": DotInteraction(NUM_SPARSE, fused=False),
+              "recsys, fused kernel": DotInteraction(NUM_SPARSE)}  # fmt: skip
     for batch in args.batch:
         dense = torch.randn(batch, DIM, requires_grad=True)
         sparse = torch.randn(batch, NUM_SPARSE, DIM, requires_grad=True)
@@ -80,7 +83,7 @@ def main() -> None:
             base = times["autograd bmm + index_select"]
             for name, ts in times.items():
                 ratio = statistics.median(b / t for b, t in zip(base, ts, strict=True))
-                print(f"batch {batch:>5} {precision}  {name:<28} {statistics.median(ts):7.3f} ms "
+                print(f"batch {batch:>5} {precision}  {name:<30} {statistics.median(ts):7.3f} ms "
                       f"fwd+bwd  {ratio:4.2f}x", flush=True)  # fmt: skip
                 rows.append({"batch": batch, "precision": precision, "layer": name,
                              "ms_fwd_bwd": round(statistics.median(ts), 3),

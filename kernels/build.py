@@ -18,6 +18,10 @@ SOURCES = [
     "embedding_bag_ref.cpp",
     "embedding_bag_avx2.cpp",
     "embedding_bag_avx512.cpp",
+    "interaction_ops.cpp",
+    "interaction_scalar.cpp",
+    "interaction_avx2.cpp",
+    "interaction_avx512.cpp",
 ]
 
 

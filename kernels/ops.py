@@ -151,6 +151,23 @@ def gather_probe(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tens
     return int(_ops.gather_probe(table, indices.contiguous(), offsets.to(indices.dtype)))
 
 
+def dot_interaction(
+    dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool = False
+) -> torch.Tensor:
+    """DLRM's dot interaction, fused: dense [B, D] and sparse [B, F, D] float32 (each vector
+    contiguous) -> [B, D + P]: the dense vector, then dot(t_i, t_j) for i < j (i <= j with
+    self terms) over t_0 = dense, t_f = sparse[:, f - 1], row-major (torchrec's order)."""
+    return _ops.dot_interaction(dense, sparse, self_terms)
+
+
+def dot_interaction_backward(
+    grad: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `dot_interaction` for the output gradient `grad` [B, D + P]: (d_dense,
+    d_sparse), the dense vector's pass-through included."""
+    return _ops.dot_interaction_backward(grad, dense, sparse, self_terms)
+
+
 def set_isa(name: str) -> str:
     """Force a kernel path ('avx512', 'avx2', 'scalar' or 'auto'); never above what the CPU
     has. Returns the path in use. RECSYS_KERNELS_ISA sets the same at start-up."""
@@ -197,3 +214,15 @@ def _fake_batched(weights, dims, format, indices, offsets, mode=0, per_sample_we
 @torch.library.register_fake("recsys_kernels::hugepage_clone")
 def _fake_hugepage(t):
     return torch.empty_like(t)
+
+
+@torch.library.register_fake("recsys_kernels::dot_interaction")
+def _fake_dot(dense, sparse, self_terms=False):
+    n = sparse.shape[1] + 1
+    pairs = n * (n + 1) // 2 if self_terms else n * (n - 1) // 2
+    return dense.new_empty((dense.shape[0], dense.shape[1] + pairs))
+
+
+@torch.library.register_fake("recsys_kernels::dot_interaction_backward")
+def _fake_dot_backward(grad, dense, sparse, self_terms=False):
+    return torch.empty_like(dense), torch.empty_like(sparse)

@@ -86,6 +86,14 @@ Kernel<Index> pick_kernel() {
   }
 }
 
+DotKernels pick_dot_kernels() {
+  switch (active_isa()) {
+    case Isa::kAvx512: return {dot_pairs_forward_avx512, dot_pairs_backward_avx512};
+    case Isa::kAvx2: return {dot_pairs_forward_avx2, dot_pairs_backward_avx2};
+    default: return {dot_pairs_forward_scalar, dot_pairs_backward_scalar};
+  }
+}
+
 template Kernel<int32_t> pick_kernel<int32_t>();
 template Kernel<int64_t> pick_kernel<int64_t>();
 

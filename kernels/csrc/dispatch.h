@@ -6,6 +6,7 @@
 #include <string>
 
 #include "embedding_bag.h"
+#include "interaction.h"
 
 namespace recsys_kernels {
 
@@ -16,6 +17,13 @@ using Kernel = int64_t (*)(const Bags<Index>&);
 // on the SIMD paths: the scalar reference always checks).
 template <typename Index>
 Kernel<Index> pick_kernel();
+
+// The dot-interaction kernels of the active path.
+struct DotKernels {
+  void (*forward)(const DotPairs&, float*, int64_t, int64_t, int64_t);
+  void (*backward)(const DotPairs&, const DotPairsGrad&, int64_t, int64_t);
+};
+DotKernels pick_dot_kernels();
 
 Isa active_isa();
 std::string set_isa(const std::string& name);
