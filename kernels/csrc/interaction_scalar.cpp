@@ -1,4 +1,5 @@
-// Dot interaction kernels (interaction.h), portable build (the fallback path and the reference the SIMD paths are tested against).
+// Dot interaction kernels (interaction.h), portable build: the fallback path, and the loops
+// that interaction_avx2.cpp compiles for AVX2.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
