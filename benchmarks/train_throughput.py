@@ -214,7 +214,10 @@ CATEGORIES = (
     ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
     ("MLP activations", ("threshold_backward", "clamp_min", "aten::relu")),
     ("embedding fwd+bwd+update (fbgemm)", ("fbgemm::", "split_embedding")),
-    ("interaction (bmm, pair select)", ("aten::bmm", "index_select", "index_add", "aten::cat")),
+    (
+        "interaction (fused kernel; cat)",
+        ("recsys_kernels::dot_interaction", "aten::bmm", "index_select", "index_add", "aten::cat"),
+    ),
     ("dense optimizer", ("Optimizer.step", "_foreach", "aten::add_", "aten::mul_", "lerp", "sqrt")),
     ("KJT / dist plumbing", ("all2all", "alltoall", "allreduce", "c10d", "dist", "permute")),
 )

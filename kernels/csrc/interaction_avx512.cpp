@@ -93,12 +93,13 @@ inline void gram_rows(const float* const* t, int64_t ib, const float* c, int64_t
   _mm512_storeu_ps(acc[3], _mm512_add_ps(a3, b3));
 }
 
-// acc[r][0:w] = init0 (row 0 only, when given) + sum_j s[(ib + r) * n + j] * t[j][kb:kb + w].
+// acc[r][0:w] = init0 (row 0 only, when given) + sum_j c[src[(ib + r) * n + j]] * t[j][kb:kb + w].
 template <bool kFull>
-inline void combine_rows(const float* s, int64_t n, int64_t ib, const float* const* t,
-                         int64_t kb, int64_t w, const float* init0, float (&acc)[kRows][kW]) {
+inline void combine_rows(const float* c, const int32_t* src, int64_t n, int64_t ib,
+                         const float* const* t, int64_t kb, int64_t w, const float* init0,
+                         float (&acc)[kRows][kW]) {
   const __mmask16 m = kFull ? static_cast<__mmask16>(0xffff) : lanes_below(w);
-  const float *s0 = s + ib * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;
+  const int32_t *s0 = src + ib * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;
   __m512 a0 = init0 != nullptr ? _mm512_maskz_loadu_ps(m, init0) : _mm512_setzero_ps();
   __m512 a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1, b0 = a1, b1 = a1, b2 = a1, b3 = a1;
   const auto load = [&](int64_t j) {
@@ -107,21 +108,21 @@ inline void combine_rows(const float* s, int64_t n, int64_t ib, const float* con
   int64_t j = 0;
   for (; j + 2 <= n; j += 2) {  // even and odd j in separate accumulators (8 chains)
     const __m512 x = load(j), y = load(j + 1);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[j]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[j]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), x, a3);
-    b0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[j + 1]), y, b0);
-    b1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[j + 1]), y, b1);
-    b2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j + 1]), y, b2);
-    b3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j + 1]), y, b3);
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j]]), x, a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j]]), x, a1);
+    a2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j]]), x, a2);
+    a3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j]]), x, a3);
+    b0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j + 1]]), y, b0);
+    b1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j + 1]]), y, b1);
+    b2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j + 1]]), y, b2);
+    b3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j + 1]]), y, b3);
   }
   if (j < n) {
     const __m512 x = load(j);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[j]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[j]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), x, a3);
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j]]), x, a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j]]), x, a1);
+    a2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j]]), x, a2);
+    a3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j]]), x, a3);
   }
   _mm512_storeu_ps(acc[0], _mm512_add_ps(a0, b0));
   _mm512_storeu_ps(acc[1], _mm512_add_ps(a1, b1));
