@@ -61,36 +61,36 @@ inline void transpose16(const float* const* rows, int64_t nr, int64_t col, int64
 
 constexpr int64_t kRows = 4;
 
+// acc[r] = init (row 0 only) + sum_{q < m} coef(r, q) * vec(q) for the four rows r, even and
+// odd q in separate accumulators: 8 independent FMA chains share each vector load.
+template <typename Vec, typename Coef>
+[[gnu::always_inline]] inline void four_row_sums(int64_t m, Vec vec, Coef coef, __m512 init,
+                                                 float (&acc)[kRows][kW]) {
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 a[kRows] = {init, zero, zero, zero}, b[kRows] = {zero, zero, zero, zero};
+  int64_t q = 0;
+  for (; q + 2 <= m; q += 2) {
+    const __m512 x = vec(q), y = vec(q + 1);
+    for (int r = 0; r < kRows; ++r) {
+      a[r] = _mm512_fmadd_ps(_mm512_set1_ps(coef(r, q)), x, a[r]);
+      b[r] = _mm512_fmadd_ps(_mm512_set1_ps(coef(r, q + 1)), y, b[r]);
+    }
+  }
+  if (q < m) {
+    const __m512 x = vec(q);
+    for (int r = 0; r < kRows; ++r) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(coef(r, q)), x, a[r]);
+  }
+  for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(acc[r], _mm512_add_ps(a[r], b[r]));
+}
+
 // acc[r][l] = sum_k t[ib + r][k] * c[k * npad + l]: entries jb .. jb + 15 of Gram rows ib + r
-// (c = the transposed vectors from partner jb on). Four FMA chains share each load.
+// (c = the transposed vectors from partner jb on).
 inline void gram_rows(const float* const* t, int64_t ib, const float* c, int64_t npad, int64_t d,
                       float (&acc)[kRows][kW]) {
-  const float *t0 = t[ib], *t1 = t[ib + 1], *t2 = t[ib + 2], *t3 = t[ib + 3];
-  // Even and odd k in separate accumulators: 8 independent chains cover the FMA latency.
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  int64_t k = 0;
-  for (; k + 2 <= d; k += 2) {
-    const __m512 x = _mm512_loadu_ps(c + k * npad), y = _mm512_loadu_ps(c + (k + 1) * npad);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(t0[k]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(t1[k]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(t2[k]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(t3[k]), x, a3);
-    b0 = _mm512_fmadd_ps(_mm512_set1_ps(t0[k + 1]), y, b0);
-    b1 = _mm512_fmadd_ps(_mm512_set1_ps(t1[k + 1]), y, b1);
-    b2 = _mm512_fmadd_ps(_mm512_set1_ps(t2[k + 1]), y, b2);
-    b3 = _mm512_fmadd_ps(_mm512_set1_ps(t3[k + 1]), y, b3);
-  }
-  if (k < d) {
-    const __m512 x = _mm512_loadu_ps(c + k * npad);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(t0[k]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(t1[k]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(t2[k]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(t3[k]), x, a3);
-  }
-  _mm512_storeu_ps(acc[0], _mm512_add_ps(a0, b0));
-  _mm512_storeu_ps(acc[1], _mm512_add_ps(a1, b1));
-  _mm512_storeu_ps(acc[2], _mm512_add_ps(a2, b2));
-  _mm512_storeu_ps(acc[3], _mm512_add_ps(a3, b3));
+  const float* ti[kRows] = {t[ib], t[ib + 1], t[ib + 2], t[ib + 3]};
+  four_row_sums(
+      d, [&](int64_t k) { return _mm512_loadu_ps(c + k * npad); },
+      [&](int r, int64_t k) { return ti[r][k]; }, _mm512_setzero_ps(), acc);
 }
 
 // acc[r][0:w] = init0 (row 0 only, when given) + sum_j c[src[(ib + r) * n + j]] * t[j][kb:kb + w].
@@ -99,35 +99,15 @@ inline void combine_rows(const float* c, const int32_t* src, int64_t n, int64_t 
                          const float* const* t, int64_t kb, int64_t w, const float* init0,
                          float (&acc)[kRows][kW]) {
   const __mmask16 m = kFull ? static_cast<__mmask16>(0xffff) : lanes_below(w);
-  const int32_t *s0 = src + ib * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;
-  __m512 a0 = init0 != nullptr ? _mm512_maskz_loadu_ps(m, init0) : _mm512_setzero_ps();
-  __m512 a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1, b0 = a1, b1 = a1, b2 = a1, b3 = a1;
-  const auto load = [&](int64_t j) {
-    return kFull ? _mm512_loadu_ps(t[j] + kb) : _mm512_maskz_loadu_ps(m, t[j] + kb);
-  };
-  int64_t j = 0;
-  for (; j + 2 <= n; j += 2) {  // even and odd j in separate accumulators (8 chains)
-    const __m512 x = load(j), y = load(j + 1);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j]]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j]]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j]]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j]]), x, a3);
-    b0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j + 1]]), y, b0);
-    b1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j + 1]]), y, b1);
-    b2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j + 1]]), y, b2);
-    b3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j + 1]]), y, b3);
-  }
-  if (j < n) {
-    const __m512 x = load(j);
-    a0 = _mm512_fmadd_ps(_mm512_set1_ps(c[s0[j]]), x, a0);
-    a1 = _mm512_fmadd_ps(_mm512_set1_ps(c[s1[j]]), x, a1);
-    a2 = _mm512_fmadd_ps(_mm512_set1_ps(c[s2[j]]), x, a2);
-    a3 = _mm512_fmadd_ps(_mm512_set1_ps(c[s3[j]]), x, a3);
-  }
-  _mm512_storeu_ps(acc[0], _mm512_add_ps(a0, b0));
-  _mm512_storeu_ps(acc[1], _mm512_add_ps(a1, b1));
-  _mm512_storeu_ps(acc[2], _mm512_add_ps(a2, b2));
-  _mm512_storeu_ps(acc[3], _mm512_add_ps(a3, b3));
+  const int32_t* si[kRows] = {src + ib * n, src + (ib + 1) * n, src + (ib + 2) * n,
+                              src + (ib + 3) * n};
+  four_row_sums(
+      n,
+      [&](int64_t j) {
+        return kFull ? _mm512_loadu_ps(t[j] + kb) : _mm512_maskz_loadu_ps(m, t[j] + kb);
+      },
+      [&](int r, int64_t j) { return c[si[r][j]]; },
+      init0 != nullptr ? _mm512_maskz_loadu_ps(m, init0) : _mm512_setzero_ps(), acc);
 }
 
 // dst[l] = v[l] for l in [lo, hi): one masked store (lanes outside are not touched).
