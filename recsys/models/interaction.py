@@ -28,8 +28,8 @@ def _kernel_ops() -> ModuleType | None:
 class _FusedDotPairs(torch.autograd.Function):
     """`[dense, pairs]` by the fused C++ kernel, forward and backward (fp32, CPU): each sample's
     vectors stay in L1, and no [B, n, n] Gram matrix, gathered copy or concatenation goes
-    through memory (2.5-3x the PyTorch formulation's speed at Criteo's shape: see
-    docs/benchmarks.md)."""
+    through memory (about 2.2x the PyTorch formulation's speed at Criteo's shape, forward +
+    backward: see docs/benchmarks.md)."""
 
     @staticmethod
     def forward(ctx, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool):
@@ -87,6 +87,9 @@ class DotInteraction(nn.Module):
     Output is `[dense, dots]`: the bottom-MLP output followed by the upper triangle of the
     (F+1) x (F+1) Gram matrix, with the diagonal (each vector with itself) when `self_terms`.
     Same layout as torchrec's `InteractionArch` when `self_terms` is False.
+    On CPU in fp32 (training's case, bf16 autocast included) it runs the fused C++ kernel
+    (`fused=True`, the default); float64 inputs, other devices, `fused=False` and a build
+    without the kernels take the PyTorch formulation (`_GramPairs`): the same values.
     """
 
     def __init__(self, num_sparse: int, self_terms: bool = False, fused: bool = True) -> None:
