@@ -1,7 +1,8 @@
 """The dot interaction alone, forward + backward: recsys's DotInteraction with its fused C++
 kernel (the default on CPU), the same layer's PyTorch formulation (bmm + index_select with a
 hand-written backward; `fused=False`), and the same math with autograd's generic backward (the
-first formulation, which both replaced).
+first formulation, which both replaced). Then the kernel's two operators alone on each
+dispatch path (AVX-512, AVX2, scalar) this CPU has.
 
 Criteo-Kaggle shape: 26 pooled embeddings + the dense vector, dim 16; fp32 and bf16 autocast
 (the dense vector arrives in bf16 from the bottom MLP, as in training). Interleaved rounds;
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from benchmarks.machine import machine_info
+from kernels import ops
 from recsys.models.interaction import DotInteraction
 
 NUM_SPARSE, DIM = 26, 16
@@ -42,6 +44,32 @@ class AutogradDot(nn.Module):
         gram = torch.bmm(combined, combined.transpose(1, 2).contiguous())
         pairs = gram.float().flatten(1).index_select(1, self.pairs)
         return torch.cat([dense.to(pairs.dtype), pairs], dim=1)
+
+
+def kernel_paths(batch: int, rounds: int) -> list[dict]:
+    """The fused kernel's operators alone (forward + backward, fp32) on each dispatch path this
+    CPU has, interleaved: ms per call pair."""
+    dense, sparse = torch.randn(batch, DIM), torch.randn(batch, NUM_SPARSE, DIM)
+    grad = torch.randn(batch, DIM + (NUM_SPARSE + 1) * NUM_SPARSE // 2)
+    paths = [p for p in ("avx512", "avx2", "scalar") if ops.set_isa(p) == p]
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    try:
+        for _ in range(rounds):
+            for path in paths:
+                ops.set_isa(path)
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    ops.dot_interaction(dense, sparse)
+                    ops.dot_interaction_backward(grad, dense, sparse)
+                times[path].append((time.perf_counter() - t0) / 10 * 1e3)
+    finally:
+        ops.set_isa("auto")
+    out = []
+    for path, ts in times.items():
+        print(f"batch {batch:>5} fp32  fused kernel ops only, {path:<7} path "
+              f"{statistics.median(ts):7.3f} ms fwd+bwd", flush=True)  # fmt: skip
+        out.append({"batch": batch, "path": path, "ms_fwd_bwd": round(statistics.median(ts), 3)})
+    return out
 
 
 def main() -> None:
@@ -88,8 +116,10 @@ def main() -> None:
                 rows.append({"batch": batch, "precision": precision, "layer": name,
                              "ms_fwd_bwd": round(statistics.median(ts), 3),
                              "speedup": round(ratio, 3)})  # fmt: skip
+    paths = kernel_paths(max(args.batch), args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(2), "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"machine": machine_info(2), "rows": rows,
+                                    "kernel_paths": paths}, indent=2))  # fmt: skip
     print(f"wrote {args.out}")
 
 

@@ -20,7 +20,8 @@ namespace {
 // The block helpers of interaction_simd.inc in AVX-512: a 16 x 16 transpose in registers
 // (unpack pairs, then 64-bit pairs, then 128-bit lanes twice) instead of 256 scalar moves, and
 // masked stores instead of a copy loop.
-#define RK_SIMD_BLOCK_HELPERS 1
+#define RK_SIMD_ROW_SUMS 1
+#define RK_SIMD_MOVES 1
 
 constexpr int64_t kW = 16;
 

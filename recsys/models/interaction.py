@@ -25,6 +25,13 @@ def _kernel_ops() -> ModuleType | None:
     return ops
 
 
+def _simd_kernels() -> bool:
+    """True when the kernels are built and run a SIMD path: the portable scalar one (CPUs
+    without AVX2, or forced by RECSYS_KERNELS_ISA) is slower than the PyTorch formulation."""
+    ops = _kernel_ops()
+    return ops is not None and ops.current_isa() != "scalar"
+
+
 class _FusedDotPairs(torch.autograd.Function):
     """`[dense, pairs]` by the fused C++ kernel, forward and backward (fp32, CPU): each sample's
     vectors stay in L1, and no [B, n, n] Gram matrix, gathered copy or concatenation goes
@@ -88,8 +95,9 @@ class DotInteraction(nn.Module):
     (F+1) x (F+1) Gram matrix, with the diagonal (each vector with itself) when `self_terms`.
     Same layout as torchrec's `InteractionArch` when `self_terms` is False.
     On CPU in fp32 (training's case, bf16 autocast included) it runs the fused C++ kernel
-    (`fused=True`, the default); float64 inputs, other devices, `fused=False` and a build
-    without the kernels take the PyTorch formulation (`_GramPairs`): the same values.
+    (`fused=True`, the default) on its AVX-512 or AVX2 path; float64 inputs, other devices,
+    `fused=False`, a CPU without AVX2 and a build without the kernels take the PyTorch
+    formulation (`_GramPairs`): the same values.
     """
 
     def __init__(self, num_sparse: int, self_terms: bool = False, fused: bool = True) -> None:
@@ -118,7 +126,7 @@ class DotInteraction(nn.Module):
             work = torch.promote_types(sparse.dtype, torch.float32)  # fp32, or fp64 if given
             dense = dense.to(work)
             cpu_fp32 = work == torch.float32 and dense.device.type == "cpu"
-            if self.fused and cpu_fp32 and _kernel_ops() is not None:
+            if self.fused and cpu_fp32 and _simd_kernels():
                 sparse = _vectors_contiguous(sparse.to(work))
                 return _FusedDotPairs.apply(dense, sparse, self.self_terms)
             combined = torch.cat([dense.unsqueeze(1), sparse.to(work)], dim=1)  # [B, F+1, D]

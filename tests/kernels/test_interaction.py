@@ -103,3 +103,19 @@ def test_bad_inputs_raise_clear_errors():
         ops.dot_interaction(dense, sparse.transpose(1, 2).contiguous().transpose(1, 2))
     with pytest.raises(RuntimeError, match="grad must be float32 \\[4, 14\\]"):
         ops.dot_interaction_backward(torch.zeros(4, 13), dense, sparse)
+
+
+def test_layer_takes_the_kernel_only_on_a_simd_path():
+    """The portable scalar kernel is slower than PyTorch's batched GEMM: the layer then keeps
+    the PyTorch formulation (seen in the autograd node that made its output)."""
+    dense = torch.randn(4, 8, requires_grad=True)
+    sparse = torch.randn(4, 3, 8)
+    layer = DotInteraction(3)
+    try:
+        for path in ("avx2", "avx512"):
+            if ops.set_isa(path) == path:
+                assert type(layer(dense, sparse).grad_fn).__name__ == "_FusedDotPairsBackward"
+        ops.set_isa("scalar")
+        assert type(layer(dense, sparse).grad_fn).__name__ == "CatBackward0"
+    finally:
+        ops.set_isa("auto")
