@@ -35,7 +35,7 @@ def _simd_kernels() -> bool:
 class _FusedDotPairs(torch.autograd.Function):
     """`[dense, pairs]` by the fused C++ kernel, forward and backward (fp32, CPU): each sample's
     vectors stay in L1, and no [B, n, n] Gram matrix, gathered copy or concatenation goes
-    through memory (about 2.2x the PyTorch formulation's speed at Criteo's shape, forward +
+    through memory (2.0-2.2x the PyTorch formulation's speed at Criteo's shape, forward +
     backward: see docs/benchmarks.md)."""
 
     @staticmethod
