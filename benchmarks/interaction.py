@@ -50,7 +50,7 @@ def kernel_paths(batch: int, rounds: int) -> list[dict]:
     """The fused kernel's operators alone (forward + backward, fp32) on each dispatch path this
     CPU has, interleaved: ms per call pair."""
     dense, sparse = torch.randn(batch, DIM), torch.randn(batch, NUM_SPARSE, DIM)
-    grad = torch.randn(batch, DIM + (NUM_SPARSE + 1) * NUM_SPARSE // 2)
+    grad = torch.randn(batch, DotInteraction(NUM_SPARSE).output_dim(DIM))
     paths = [p for p in ("avx512", "avx2", "scalar") if ops.set_isa(p) == p]
     times: dict[str, list[float]] = {p: [] for p in paths}
     try:
