@@ -11,7 +11,8 @@ Rows of the table (each at every `--batch`):
                  fused fbgemm embedding update in the backward; `sgd` = fused SGD tables + SGD
                  dense (the reference's work), `default` = row-wise Adagrad + Adam; loader
                  excluded (batches in memory) or included (the Parquet loader with its prefetch);
-                 `bf16` = autocast of the dense layers
+                 `bf16` = autocast of the dense layers; `fbgemm backward` = the embedding
+                 backward + update left to fbgemm's CPU kernel (trainer.embedding_backward)
 
 All variants of a batch size are timed in interleaved rounds (each variant once per round, in
 turn), and the speed-up is the median of per-round ratios to the reference: on a shared 2-vCPU
@@ -47,6 +48,7 @@ from recsys.data.batch import Batch
 from recsys.data.features import DatasetManifest, SparseFeature, SplitInfo
 from recsys.data.schema import SplitWriter
 from recsys.distributed.env import init_distributed
+from recsys.training.tbe_backward import use_recsys_embedding_backward
 
 DIM = 16
 BOTTOM = [512, 256, 64]  # + DIM
@@ -113,9 +115,10 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
     stream = loader_batches(trainer.train_loader)
     nxt = cycling([next(stream) for _ in range(16)])
 
-    def step(precision: str, included: bool) -> Callable[[], None]:
+    def step(precision: str, included: bool, backward: str = "recsys") -> Callable[[], None]:
         def run() -> None:
             trainer.settings.precision = precision
+            use_recsys_embedding_backward(backward == "recsys")
             trainer.train_step(next(stream) if included else nxt())
 
         return run
@@ -126,6 +129,10 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
             continue
         out[f"recsys {optim} {precision} | loader excluded"] = step(precision, False)
         out[f"recsys {optim} {precision} | loader included"] = step(precision, True)
+    if "fbgemm-backward" not in args.skip:
+        out[f"recsys {optim} fp32, fbgemm backward | loader excluded"] = step(
+            "fp32", False, "fbgemm"
+        )
     return out
 
 
@@ -213,7 +220,10 @@ def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds:
 CATEGORIES = (
     ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
     ("MLP activations", ("threshold_backward", "clamp_min", "aten::relu")),
-    ("embedding fwd+bwd+update (fbgemm)", ("fbgemm::", "split_embedding")),
+    (
+        "embedding fwd+bwd+update",
+        ("fbgemm::", "split_embedding", "recsys_kernels::tbe_backward"),
+    ),
     (
         "interaction (fused kernel; cat)",
         ("recsys_kernels::dot_interaction", "aten::bmm", "index_select", "index_add", "aten::cat"),
@@ -246,7 +256,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     p.add_argument("--profile", action="store_true", help="add a where-the-time-goes profile")
-    p.add_argument("--skip", nargs="*", default=[], help="variants to skip: mlp default bf16")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="variants to skip: mlp default bf16 fbgemm-backward")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -296,7 +307,7 @@ def _rows(batch: int, rates: dict[str, list[float]]) -> list[dict]:
                 "rounds": [round(r, 1) for r in rs],
             }
         )
-        print(f"  {name:<40} {rows[-1]['samples_per_s']:>10,.0f} samples/s  "
+        print(f"  {name:<56} {rows[-1]['samples_per_s']:>10,.0f} samples/s  "
               f"{ratio:5.2f}x reference", flush=True)  # fmt: skip
     return rows
 

@@ -22,6 +22,7 @@ SOURCES = [
     "interaction_scalar.cpp",
     "interaction_avx2.cpp",
     "interaction_avx512.cpp",
+    "tbe_backward.cpp",
 ]
 
 

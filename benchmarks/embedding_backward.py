@@ -1,0 +1,122 @@
+"""The embedding tables' backward pass with the fused optimizer update, alone: fbgemm's CPU
+kernel against recsys's (`trainer.embedding_backward`, kernels/csrc/tbe_backward.cpp).
+
+Criteo-Kaggle shape: fbgemm's table-batched module (`SplitTableBatchedEmbeddingBagsCodegen`,
+what torchrec's DMP runs on CPU) over the 26 Kaggle tables of dim 16 (540M parameters), one
+uniform random id per feature; row-wise Adagrad (recsys's default) and SGD. Both kernels update
+the same module in interleaved rounds (they share its weights: the update's cost does not
+depend on their values). ms per backward (the forward, fbgemm's in both cases, timed apart).
+
+    python -m benchmarks.embedding_backward [--batch 2048 128] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+    ComputeDevice,
+    EmbeddingLocation,
+    SplitTableBatchedEmbeddingBagsCodegen,
+)
+
+from benchmarks.machine import machine_info
+from recsys.config import CRITEO_KAGGLE_CARDINALITIES
+from recsys.training.tbe_backward import use_recsys_embedding_backward
+
+DIM = 16
+RESULTS = Path(__file__).resolve().parent / "results"
+OPTIMIZERS = {"rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "sgd": EmbOptimType.EXACT_SGD}
+
+
+def kaggle_tables(optimizer: EmbOptimType) -> SplitTableBatchedEmbeddingBagsCodegen:
+    tables = [(n, DIM, EmbeddingLocation.HOST, ComputeDevice.CPU)
+              for n in CRITEO_KAGGLE_CARDINALITIES]  # fmt: skip
+    return SplitTableBatchedEmbeddingBagsCodegen(
+        tables, optimizer=optimizer, learning_rate=0.01, eps=1e-8
+    )
+
+
+def batches(batch: int, n: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        ids = [torch.randint(0, rows, (batch,), generator=gen)
+               for rows in CRITEO_KAGGLE_CARDINALITIES]  # fmt: skip
+        out.append((torch.cat(ids), torch.arange(len(ids) * batch + 1)))
+    return out
+
+
+def time_kernels(optimizer: str, batch: int, rounds: int, reps: int) -> dict[str, list[float]]:
+    """ms per backward for each kernel, per round."""
+    tbe = kaggle_tables(OPTIMIZERS[optimizer])
+    inputs = batches(batch)
+    grad = torch.randn(batch, DIM * len(CRITEO_KAGGLE_CARDINALITIES))
+    outputs = []  # forward outputs, made before timing (the forward is fbgemm's either way)
+
+    def backward_ms(kernel: str) -> float:
+        use_recsys_embedding_backward(kernel == "recsys")
+        outputs.clear()
+        outputs.extend(tbe(*inputs[i % len(inputs)]) for i in range(reps))
+        t0 = time.perf_counter()
+        for out in outputs:
+            out.backward(grad)
+        return (time.perf_counter() - t0) / reps * 1e3
+
+    def forward_ms() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(reps):
+                tbe(*inputs[i % len(inputs)])
+        return (time.perf_counter() - t0) / reps * 1e3
+
+    times: dict[str, list[float]] = {"fbgemm": [], "recsys": [], "forward": []}
+    backward_ms("fbgemm"), backward_ms("recsys")  # warm-up (fbgemm JIT-compiles its kernel)
+    for _ in range(rounds):
+        times["fbgemm"].append(backward_ms("fbgemm"))
+        times["recsys"].append(backward_ms("recsys"))
+        times["forward"].append(forward_ms())
+    use_recsys_embedding_backward(True)
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--batch", type=int, nargs="+", default=[2048, 128])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS / "embedding_backward.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if not use_recsys_embedding_backward(True):
+        raise SystemExit("recsys kernels are not built: run `make install` first")
+    rows = []
+    print(f"{'optimizer':<16} {'batch':>5} {'forward':>9} {'fbgemm bwd':>11} {'recsys bwd':>11} "
+          f"{'speed-up':>8}")  # fmt: skip
+    for optimizer in OPTIMIZERS:
+        for batch in args.batch:
+            reps = 20 if batch >= 1024 else 200
+            t = time_kernels(optimizer, batch, args.rounds, reps)
+            ratio = statistics.median(f / r for f, r in zip(t["fbgemm"], t["recsys"], strict=True))
+            row = {"optimizer": optimizer, "batch": batch,
+                   "forward_ms": round(statistics.median(t["forward"]), 3),
+                   "fbgemm_backward_ms": round(statistics.median(t["fbgemm"]), 3),
+                   "recsys_backward_ms": round(statistics.median(t["recsys"]), 3),
+                   "speedup": round(ratio, 2)}  # fmt: skip
+            rows.append(row)
+            print(f"{optimizer:<16} {batch:>5} {row['forward_ms']:>9.3f} "
+                  f"{row['fbgemm_backward_ms']:>11.3f} {row['recsys_backward_ms']:>11.3f} "
+                  f"{ratio:>7.2f}x", flush=True)  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine_info(args.threads), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

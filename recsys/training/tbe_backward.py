@@ -1,0 +1,116 @@
+"""Route fbgemm's CPU embedding backward (row-wise Adagrad, SGD) through recsys's own kernel.
+
+The embedding tables stay fbgemm's table-batched modules (`SplitTableBatchedEmbeddingBagsCodegen`
+under torchrec's DMP): same forward, same weight and optimizer-state buffers, same state dict
+and checkpoints. Only the CPU operator that runs in the backward pass, sums each row's gradient
+and applies the fused update is swapped: fbgemm 1.8's row-wise Adagrad CPU kernel switches
+between AVX and legacy SSE instructions on every row, which costs ~200 ns per switch on the
+machines we measure on (30 ms of a ~100 ms step at batch 2048; docs/benchmarks.md), and its SGD
+kernel sorts each table's ids on one thread. `recsys_kernels::tbe_backward_*`
+(kernels/csrc/tbe_backward.cpp) does the same arithmetic with tables in parallel.
+
+How: a kernel registered for fbgemm's backward operators under the AutogradCPU dispatch key,
+the key those operators are reached through (fbgemm registers only a CPU kernel for them). It
+handles the common case and hands everything else (weight decay, max-norm, shared tables,
+fp16 tables, a build without our kernels) to fbgemm's own CPU kernel by redispatching below
+autograd, so turning it on never changes what is supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_ADAGRAD = "split_embedding_backward_codegen_rowwise_adagrad_cpu"
+_SGD = "split_embedding_backward_codegen_sgd_cpu"
+_BELOW_AUTOGRAD = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+# The arguments both of our kernels take first, as fbgemm's schemas name them.
+_COMMON = ("grad_output", "host_weights", "weights_offsets", "D_offsets", "hash_size_cumsum",
+           "indices", "offsets", "pooling_mode", "indice_weights")  # fmt: skip
+
+_library: torch.library.Library | None = None
+_enabled = False
+
+
+def _recsys_ops():
+    try:
+        import kernels.ops  # noqa: F401  (loads the extension, registering its operators)
+    except ImportError:
+        return None
+    return torch.ops.recsys_kernels
+
+
+def _fbgemm_op(name: str):
+    return getattr(torch.ops.fbgemm, name).default
+
+
+def _arguments(name: str, args: tuple, kwargs: dict) -> dict:
+    """fbgemm's operator arguments by their schema names, defaults filled in."""
+    schema = _fbgemm_op(name)._schema.arguments
+    values = dict(zip((a.name for a in schema), args, strict=False)) | kwargs
+    for a in schema:
+        if a.name not in values:
+            values[a.name] = a.default_value
+    return values
+
+
+def _rowwise_adagrad(*args, **kwargs):
+    a = _arguments(_ADAGRAD, args, kwargs)
+    handled = (
+        _enabled
+        and a["weight_decay"] == 0.0
+        and a["weight_decay_mode"] == 0
+        and a["max_norm"] == 0.0
+        and torch.ops.recsys_kernels.tbe_backward_rowwise_adagrad(
+            *(a[k] for k in (*_COMMON, "momentum1_host", "momentum1_offsets")),
+            a["learning_rate_tensor"],
+            a["eps"],
+        )
+    )
+    if not handled:
+        _fbgemm_op(_ADAGRAD).redispatch(_BELOW_AUTOGRAD, *args, **kwargs)
+
+
+def _sgd(*args, **kwargs):
+    a = _arguments(_SGD, args, kwargs)
+    handled = _enabled and torch.ops.recsys_kernels.tbe_backward_sgd(
+        *(a[k] for k in _COMMON), a["learning_rate_tensor"]
+    )
+    if not handled:
+        _fbgemm_op(_SGD).redispatch(_BELOW_AUTOGRAD, *args, **kwargs)
+
+
+def use_recsys_embedding_backward(enabled: bool) -> bool:
+    """Turn recsys's CPU embedding backward on or off for the whole process; returns whether it
+    is on (False when the kernels are not built: fbgemm's kernel then runs as before)."""
+    global _library, _enabled
+    if not enabled:
+        _enabled = False
+        return False
+    if _recsys_ops() is None:
+        log.warning("recsys kernels not built: fbgemm's CPU embedding backward stays in use")
+        return False
+    if _library is None:
+        import fbgemm_gpu.split_table_batched_embeddings_ops_training  # noqa: F401  (its ops)
+
+        library = torch.library.Library("fbgemm", "IMPL")
+        library.impl(_ADAGRAD, _rowwise_adagrad, "AutogradCPU")
+        library.impl(_SGD, _sgd, "AutogradCPU")
+        _library = library
+    _enabled = True
+    return True
+
+
+@contextlib.contextmanager
+def recsys_embedding_backward(enabled: bool) -> Iterator[bool]:
+    """Scoped `use_recsys_embedding_backward` (tests and benchmarks compare both kernels)."""
+    before = _enabled
+    try:
+        yield use_recsys_embedding_backward(enabled)
+    finally:
+        use_recsys_embedding_backward(before)
