@@ -11,8 +11,9 @@ Rows of the table (each at every `--batch`):
                  fused fbgemm embedding update in the backward; `sgd` = fused SGD tables + SGD
                  dense (the reference's work), `default` = row-wise Adagrad + Adam; loader
                  excluded (batches in memory) or included (the Parquet loader with its prefetch);
-                 `bf16` = autocast of the dense layers; `fbgemm backward` = the embedding
-                 backward + update left to fbgemm's CPU kernel (trainer.embedding_backward)
+                 `bf16` = autocast of the dense layers; `fbgemm kernels` = the embedding
+                 lookup and backward + update left to fbgemm's CPU kernels
+                 (trainer.embedding_kernels=fbgemm)
 
 All variants of a batch size are timed in interleaved rounds (each variant once per round, in
 turn), and the speed-up is the median of per-round ratios to the reference: on a shared 2-vCPU
@@ -48,7 +49,7 @@ from recsys.data.batch import Batch
 from recsys.data.features import DatasetManifest, SparseFeature, SplitInfo
 from recsys.data.schema import SplitWriter
 from recsys.distributed.env import init_distributed
-from recsys.training.tbe_backward import use_recsys_embedding_backward
+from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 
 DIM = 16
 BOTTOM = [512, 256, 64]  # + DIM
@@ -115,10 +116,10 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
     stream = loader_batches(trainer.train_loader)
     nxt = cycling([next(stream) for _ in range(16)])
 
-    def step(precision: str, included: bool, backward: str = "recsys") -> Callable[[], None]:
+    def step(precision: str, included: bool, kernels: str = "recsys") -> Callable[[], None]:
         def run() -> None:
             trainer.settings.precision = precision
-            use_recsys_embedding_backward(backward == "recsys")
+            use_recsys_embedding_kernels(kernels == "recsys")
             trainer.train_step(next(stream) if included else nxt())
 
         return run
@@ -129,8 +130,8 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
             continue
         out[f"recsys {optim} {precision} | loader excluded"] = step(precision, False)
         out[f"recsys {optim} {precision} | loader included"] = step(precision, True)
-    if "fbgemm-backward" not in args.skip:
-        out[f"recsys {optim} fp32, fbgemm backward | loader excluded"] = step(
+    if "fbgemm-kernels" not in args.skip:
+        out[f"recsys {optim} fp32, fbgemm kernels | loader excluded"] = step(
             "fp32", False, "fbgemm"
         )
     return out
@@ -222,7 +223,7 @@ CATEGORIES = (
     ("MLP activations", ("threshold_backward", "clamp_min", "aten::relu")),
     (
         "embedding fwd+bwd+update",
-        ("fbgemm::", "split_embedding", "recsys_kernels::tbe_backward"),
+        ("fbgemm::", "split_embedding", "recsys_kernels::tbe_"),
     ),
     (
         "interaction (fused kernel; cat)",
@@ -257,7 +258,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     p.add_argument("--profile", action="store_true", help="add a where-the-time-goes profile")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="variants to skip: mlp default bf16 fbgemm-backward")  # fmt: skip
+                   help="variants to skip: mlp default bf16 fbgemm-kernels")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

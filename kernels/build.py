@@ -22,6 +22,8 @@ SOURCES = [
     "interaction_scalar.cpp",
     "interaction_avx2.cpp",
     "interaction_avx512.cpp",
+    "tbe_common.cpp",
+    "tbe_forward.cpp",
     "tbe_backward.cpp",
 ]
 

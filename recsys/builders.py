@@ -36,7 +36,7 @@ from recsys.training.optim import (
     dense_optimizer,
 )
 from recsys.training.reporting import Reporter
-from recsys.training.tbe_backward import use_recsys_embedding_backward
+from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 from recsys.training.trainer import LoopSettings, Trainer
 from recsys.utils.allocator import retain_freed_memory
 
@@ -121,11 +121,11 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
         torch.set_num_threads(t.num_threads)
     if t.retain_freed_memory and not retain_freed_memory():
         log.info("trainer.retain_freed_memory: not glibc, allocator left as it is")
-    if t.embedding_backward not in ("recsys", "fbgemm"):
+    if t.embedding_kernels not in ("recsys", "fbgemm"):
         raise ConfigError(
-            f"trainer.embedding_backward must be recsys or fbgemm, got {t.embedding_backward!r}"
+            f"trainer.embedding_kernels must be recsys or fbgemm, got {t.embedding_kernels!r}"
         )
-    use_recsys_embedding_backward(t.embedding_backward == "recsys")
+    use_recsys_embedding_kernels(t.embedding_kernels == "recsys")
     torch.manual_seed(t.seed)
     directory, manifest = prepare_dataset(cfg.data, is_writer=env.is_main, barrier=env.barrier)
     train_loader, eval_loaders = build_loaders(directory, manifest, t, cfg.model.hash_ids, env)

@@ -1,10 +1,10 @@
-"""recsys's CPU embedding backward (kernels/csrc/tbe_backward.cpp) against fbgemm's own kernel.
+"""recsys's CPU embedding kernels (kernels/csrc/tbe_*.cpp) against fbgemm's own.
 
-Two identical fbgemm table-batched modules take the same steps, one with fbgemm's backward
-kernel, one with ours; weights and row-wise Adagrad state must agree to float32 rounding (the
-sums of squares are added in a different order). Then: what ours does not handle reaches
-fbgemm's kernel unchanged, bad ids stop with an error naming the position, and the trainer's
-sharded model really runs ours.
+Two identical fbgemm table-batched modules take the same steps, one on fbgemm's kernels, one on
+ours; pooled outputs, weights and row-wise Adagrad state must agree to float32 rounding (sums of
+squares are added in another order). Then: what ours does not handle reaches fbgemm's kernels
+unchanged, bad ids stop with an error naming the position, and the trainer's sharded model
+really runs ours.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
     SplitTableBatchedEmbeddingBagsCodegen,
 )
 
-from recsys.training.tbe_backward import recsys_embedding_backward
+from recsys.training.tbe_kernels import recsys_embedding_kernels
 
 ROWS = [50, 7, 1000, 3]
 DIMS = [16, 4, 40, 8]
@@ -57,13 +57,17 @@ def state(tbe) -> list[torch.Tensor]:
 
 
 def train(tbe, ours: bool, index_dtype, weighted: bool, steps: int = 4) -> list[torch.Tensor]:
+    """`steps` forward + backward steps; the tables' state, then every step's pooled output."""
     gen = torch.Generator().manual_seed(1)
-    with recsys_embedding_backward(ours) as active:
+    outputs = []
+    with recsys_embedding_kernels(ours) as active:
         assert active == ours
         for _ in range(steps):
             indices, offsets, weights, grad = random_step(gen, index_dtype, weighted)
-            tbe(indices, offsets, per_sample_weights=weights).backward(grad)
-    return state(tbe)
+            out = tbe(indices, offsets, per_sample_weights=weights)
+            out.backward(grad)
+            outputs.append(out.detach())
+    return state(tbe) + outputs
 
 
 CASES = [
@@ -81,8 +85,9 @@ def test_matches_fbgemm_kernel(opt, pooling, dtype, weighted):
     before = state(make_tbe(opt, pooling))
     theirs = train(make_tbe(opt, pooling), False, dtype, weighted)
     ours = train(make_tbe(opt, pooling), True, dtype, weighted)
-    for b, t, o in zip(before, theirs, ours, strict=True):
+    for b, t in zip(before, theirs, strict=False):
         assert not torch.equal(t, b)  # the steps did update the tables
+    for t, o in zip(theirs, ours, strict=True):
         torch.testing.assert_close(o, t, rtol=1e-5, atol=1e-6)
 
 
@@ -104,8 +109,9 @@ def test_unhandled_settings_run_fbgemms_kernel(options):
     before = state(make_tbe(ADAGRAD, PoolingMode.SUM, **options()))
     theirs = train(make_tbe(ADAGRAD, PoolingMode.SUM, **options()), False, torch.int64, False)
     ours = train(make_tbe(ADAGRAD, PoolingMode.SUM, **options()), True, torch.int64, False)
-    for b, t, o in zip(before, theirs, ours, strict=True):
+    for b, t in zip(before, theirs, strict=False):
         assert not torch.equal(t, b)
+    for t, o in zip(theirs, ours, strict=True):
         assert torch.equal(o, t)
 
 
@@ -130,6 +136,19 @@ def test_id_outside_table_names_feature_and_position(bad_id):
         assert torch.equal(a, b)  # the table with the bad id was not touched
 
 
+@pytest.mark.parametrize("bad_id", [-1, 50])
+def test_lookup_of_id_outside_table_names_feature_and_position(bad_id):
+    tbe = make_tbe(SGD, PoolingMode.SUM)
+    indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
+    indices[7] = bad_id  # feature 0 (50 rows), bag 7
+    offsets = torch.arange(len(ROWS) * BATCH + 1)
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"forward: feature 0, bag 7, pos"):
+        torch.ops.recsys_kernels.tbe_forward(
+            tbe.weights_host, tbe.weights_offsets, tbe.D_offsets, sum(DIMS),
+            tbe.hash_size_cumsum, indices, offsets, 0, torch.empty(0), 0,
+        )  # fmt: skip
+
+
 def test_offsets_past_the_indices_are_an_error():
     tbe = make_tbe(ADAGRAD, PoolingMode.SUM)
     indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
@@ -141,10 +160,8 @@ def test_offsets_past_the_indices_are_an_error():
         )
 
 
-def test_trainer_model_runs_our_kernel(tiny_dataset, dist_env):
-    """The DMP-sharded DLRM as the trainer builds it: its backward goes through ours."""
-    from torch.profiler import ProfilerActivity, profile
-
+def sharded_dlrm(tiny_dataset, dist_env):
+    """The DMP-sharded DLRM as the trainer builds it, and a batch of its data."""
     from recsys.builders import build_model, build_sharded_model
     from recsys.config import TrainConfig
     from recsys.data.loader import ParquetBatchLoader
@@ -153,13 +170,44 @@ def test_trainer_model_runs_our_kernel(tiny_dataset, dist_env):
     cfg = TrainConfig()
     cfg.model.bottom_mlp, cfg.model.top_mlp = [16], [16]
     batch = next(iter(ParquetBatchLoader(directory, manifest, "train", 64, rank=0, world_size=1)))
+    model = build_model(cfg.model, manifest)
+    dmp, _ = build_sharded_model(model, cfg.optim, cfg.dist, dist_env, seed=0)
+    return dmp, batch
+
+
+def step(dmp, batch) -> None:
+    logits = dmp(batch.dense, batch.sparse)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels).backward()
+
+
+def test_trainer_model_runs_our_kernels(tiny_dataset, dist_env):
+    """Its lookup and backward run ours, and fbgemm's separate bounds check is off on CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
     names = {}
     for ours in (False, True):
-        dmp, _ = build_sharded_model(build_model(cfg.model, manifest), cfg.optim, cfg.dist,
-                                     dist_env, seed=0)  # fmt: skip
-        with recsys_embedding_backward(ours), profile(activities=[ProfilerActivity.CPU]) as prof:
-            logits = dmp(batch.dense, batch.sparse)
-            torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels).backward()
+        dmp, batch = sharded_dlrm(tiny_dataset, dist_env)
+        with recsys_embedding_kernels(ours), profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(dmp, batch)
         names[ours] = {e.key for e in prof.key_averages()}
-    assert "recsys_kernels::tbe_backward_rowwise_adagrad" in names[True]
-    assert "recsys_kernels::tbe_backward_rowwise_adagrad" not in names[False]
+    for op in ("recsys_kernels::tbe_forward", "recsys_kernels::tbe_backward_rowwise_adagrad"):
+        assert op in names[True]
+        assert op not in names[False]
+    assert "fbgemm::split_embedding_codegen_forward_cpu" in names[False]
+    assert not any("bounds_check" in name for name in names[True] | names[False])
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["recsys", "fbgemm"])
+def test_trainer_model_rejects_id_outside_table(tiny_dataset, dist_env, ours):
+    """Without fbgemm's bounds check (which would clamp it to row 0), a bad id that got past the
+    loader still stops the step with an error, on either side's kernels."""
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    dmp, batch = sharded_dlrm(tiny_dataset, dist_env)
+    kjt = batch.sparse
+    values = kjt.values().clone()
+    values[3] = 10**9
+    bad = KeyedJaggedTensor(kjt.keys(), values, lengths=kjt.lengths())
+    match = "feature 0, bag 3, position 3: id 1000000000 is outside" if ours else "out of bounds"
+    with recsys_embedding_kernels(ours), pytest.raises(RuntimeError, match=match):
+        step(dmp, type(batch)(batch.dense, bad, batch.labels))

@@ -1,13 +1,14 @@
-"""The embedding tables' backward pass with the fused optimizer update, alone: fbgemm's CPU
-kernel against recsys's (`trainer.embedding_backward`, kernels/csrc/tbe_backward.cpp).
+"""The embedding tables' CPU kernels alone, fbgemm's against recsys's (trainer.embedding_kernels,
+kernels/csrc/tbe_*.cpp): the pooled lookup (forward) and the backward with the fused optimizer
+update.
 
 Criteo-Kaggle shape: fbgemm's table-batched module (`SplitTableBatchedEmbeddingBagsCodegen`,
 what torchrec's DMP runs on CPU) over the 26 Kaggle tables of dim 16 (540M parameters), one
-uniform random id per feature; row-wise Adagrad (recsys's default) and SGD. Both kernels update
-the same module in interleaved rounds (they share its weights: the update's cost does not
-depend on their values). ms per backward (the forward, fbgemm's in both cases, timed apart).
+uniform random id per feature; row-wise Adagrad (recsys's default) and SGD. Both sides run on
+the same module in interleaved rounds (they share its weights: the cost does not depend on
+their values). ms per forward (no autograd) and per backward (each side's own forward first).
 
-    python -m benchmarks.embedding_backward [--batch 2048 128] [--rounds 7]
+    python -m benchmarks.embedding_kernels [--batch 2048 128] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
 
 from benchmarks.machine import machine_info
 from recsys.config import CRITEO_KAGGLE_CARDINALITIES
-from recsys.training.tbe_backward import use_recsys_embedding_backward
+from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 
 DIM = 16
+SIDES = ("fbgemm", "recsys")
+SERIES = [f"{side} {part}" for part in ("forward", "backward") for side in SIDES]
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIMIZERS = {"rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "sgd": EmbOptimType.EXACT_SGD}
 
@@ -54,14 +57,14 @@ def batches(batch: int, n: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def time_kernels(optimizer: str, batch: int, rounds: int, reps: int) -> dict[str, list[float]]:
-    """ms per backward for each kernel, per round."""
+    """ms per forward and per backward for each side, per round."""
     tbe = kaggle_tables(OPTIMIZERS[optimizer])
     inputs = batches(batch)
     grad = torch.randn(batch, DIM * len(CRITEO_KAGGLE_CARDINALITIES))
-    outputs = []  # forward outputs, made before timing (the forward is fbgemm's either way)
+    outputs = []  # forward outputs for the backward timing, made before it starts
 
-    def backward_ms(kernel: str) -> float:
-        use_recsys_embedding_backward(kernel == "recsys")
+    def backward_ms(side: str) -> float:
+        use_recsys_embedding_kernels(side == "recsys")
         outputs.clear()
         outputs.extend(tbe(*inputs[i % len(inputs)]) for i in range(reps))
         t0 = time.perf_counter()
@@ -69,20 +72,22 @@ def time_kernels(optimizer: str, batch: int, rounds: int, reps: int) -> dict[str
             out.backward(grad)
         return (time.perf_counter() - t0) / reps * 1e3
 
-    def forward_ms() -> float:
+    def forward_ms(side: str) -> float:
+        use_recsys_embedding_kernels(side == "recsys")
         t0 = time.perf_counter()
         with torch.no_grad():
             for i in range(reps):
                 tbe(*inputs[i % len(inputs)])
         return (time.perf_counter() - t0) / reps * 1e3
 
-    times: dict[str, list[float]] = {"fbgemm": [], "recsys": [], "forward": []}
-    backward_ms("fbgemm"), backward_ms("recsys")  # warm-up (fbgemm JIT-compiles its kernel)
+    times: dict[str, list[float]] = {k: [] for k in SERIES}
+    for side in SIDES:  # warm-up (fbgemm JIT-compiles its kernels on first use)
+        forward_ms(side), backward_ms(side)
     for _ in range(rounds):
-        times["fbgemm"].append(backward_ms("fbgemm"))
-        times["recsys"].append(backward_ms("recsys"))
-        times["forward"].append(forward_ms())
-    use_recsys_embedding_backward(True)
+        for side in SIDES:
+            times[f"{side} forward"].append(forward_ms(side))
+            times[f"{side} backward"].append(backward_ms(side))
+    use_recsys_embedding_kernels(True)
     return times
 
 
@@ -91,28 +96,28 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[2048, 128])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "embedding_backward.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "embedding_kernels.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if not use_recsys_embedding_backward(True):
+    if not use_recsys_embedding_kernels(True):
         raise SystemExit("recsys kernels are not built: run `make install` first")
     rows = []
-    print(f"{'optimizer':<16} {'batch':>5} {'forward':>9} {'fbgemm bwd':>11} {'recsys bwd':>11} "
-          f"{'speed-up':>8}")  # fmt: skip
+    print(f"{'optimizer':<16} {'batch':>5} " + " ".join(f"{k:>16}" for k in SERIES)
+          + "   forward, backward speed-up")  # fmt: skip
     for optimizer in OPTIMIZERS:
         for batch in args.batch:
             reps = 20 if batch >= 1024 else 200
             t = time_kernels(optimizer, batch, args.rounds, reps)
-            ratio = statistics.median(f / r for f, r in zip(t["fbgemm"], t["recsys"], strict=True))
-            row = {"optimizer": optimizer, "batch": batch,
-                   "forward_ms": round(statistics.median(t["forward"]), 3),
-                   "fbgemm_backward_ms": round(statistics.median(t["fbgemm"]), 3),
-                   "recsys_backward_ms": round(statistics.median(t["recsys"]), 3),
-                   "speedup": round(ratio, 2)}  # fmt: skip
+            row = {"optimizer": optimizer, "batch": batch}
+            row |= {f"{k.replace(' ', '_')}_ms": round(statistics.median(t[k]), 3) for k in SERIES}
+            for part in ("forward", "backward"):
+                pairs = zip(t[f"fbgemm {part}"], t[f"recsys {part}"], strict=True)
+                row[f"{part}_speedup"] = round(statistics.median(f / r for f, r in pairs), 2)
             rows.append(row)
-            print(f"{optimizer:<16} {batch:>5} {row['forward_ms']:>9.3f} "
-                  f"{row['fbgemm_backward_ms']:>11.3f} {row['recsys_backward_ms']:>11.3f} "
-                  f"{ratio:>7.2f}x", flush=True)  # fmt: skip
+            print(f"{optimizer:<16} {batch:>5} "
+                  + " ".join(f"{statistics.median(t[k]):>16.3f}" for k in SERIES)
+                  + f"   {row['forward_speedup']:.2f}x, {row['backward_speedup']:.2f}x",
+                  flush=True)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(args.threads), "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -1,19 +1,21 @@
-"""Route fbgemm's CPU embedding backward (row-wise Adagrad, SGD) through recsys's own kernel.
+"""Route fbgemm's CPU embedding-bag operators (pooled lookup; backward with row-wise Adagrad or
+SGD fused in) through recsys's own kernels.
 
 The embedding tables stay fbgemm's table-batched modules (`SplitTableBatchedEmbeddingBagsCodegen`
-under torchrec's DMP): same forward, same weight and optimizer-state buffers, same state dict
-and checkpoints. Only the CPU operator that runs in the backward pass, sums each row's gradient
-and applies the fused update is swapped: fbgemm 1.8's row-wise Adagrad CPU kernel switches
-between AVX and legacy SSE instructions on every row, which costs ~200 ns per switch on the
-machines we measure on (30 ms of a ~100 ms step at batch 2048; docs/benchmarks.md), and its SGD
-kernel sorts each table's ids on one thread. `recsys_kernels::tbe_backward_*`
-(kernels/csrc/tbe_backward.cpp) does the same arithmetic with tables in parallel.
+under torchrec's DMP): same weight and optimizer-state buffers, same state dict and checkpoints,
+same arithmetic. Only the CPU operators that run inside them are swapped, because on the
+machines we measure on fbgemm 1.8's are slow for reasons outside the math (docs/kernels.md):
+its row-wise Adagrad kernel switches between AVX and legacy SSE instructions on every row, which
+costs ~200 ns per switch here (25 ms of a ~100 ms step at batch 2048), and its CPU operators are
+built without OpenMP, so they run on one thread (the SGD update sorts each table's ids there).
+`recsys_kernels::tbe_{forward,backward_rowwise_adagrad,backward_sgd}` (kernels/csrc/tbe_*.cpp)
+run tables in parallel.
 
-How: a kernel registered for fbgemm's backward operators under the AutogradCPU dispatch key,
-the key those operators are reached through (fbgemm registers only a CPU kernel for them). It
-handles the common case and hands everything else (weight decay, max-norm, shared tables,
-fp16 tables, a build without our kernels) to fbgemm's own CPU kernel by redispatching below
-autograd, so turning it on never changes what is supported.
+How: kernels registered for fbgemm's operators under the AutogradCPU dispatch key, the key those
+operators are reached through (fbgemm registers only CPU kernels for them). Each handles the
+common case and hands everything else (weight decay, max-norm, shared tables, fp16 tables or
+outputs) to fbgemm's own CPU kernel by redispatching below autograd, so turning them on never
+changes what is supported.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_FORWARD = "split_embedding_codegen_forward_cpu"
 _ADAGRAD = "split_embedding_backward_codegen_rowwise_adagrad_cpu"
 _SGD = "split_embedding_backward_codegen_sgd_cpu"
 _BELOW_AUTOGRAD = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-# The arguments both of our kernels take first, as fbgemm's schemas name them.
+# The arguments both backward kernels take first, as fbgemm's schemas name them.
 _COMMON = ("grad_output", "host_weights", "weights_offsets", "D_offsets", "hash_size_cumsum",
            "indices", "offsets", "pooling_mode", "indice_weights")  # fmt: skip
 
@@ -59,6 +62,13 @@ def _arguments(name: str, args: tuple, kwargs: dict) -> dict:
     return values
 
 
+def _forward(*args, **kwargs):
+    out = torch.ops.recsys_kernels.tbe_forward(*args, **kwargs) if _enabled else None
+    if out is None:
+        out = _fbgemm_op(_FORWARD).redispatch(_BELOW_AUTOGRAD, *args, **kwargs)
+    return out
+
+
 def _rowwise_adagrad(*args, **kwargs):
     a = _arguments(_ADAGRAD, args, kwargs)
     handled = (
@@ -85,20 +95,21 @@ def _sgd(*args, **kwargs):
         _fbgemm_op(_SGD).redispatch(_BELOW_AUTOGRAD, *args, **kwargs)
 
 
-def use_recsys_embedding_backward(enabled: bool) -> bool:
-    """Turn recsys's CPU embedding backward on or off for the whole process; returns whether it
-    is on (False when the kernels are not built: fbgemm's kernel then runs as before)."""
+def use_recsys_embedding_kernels(enabled: bool) -> bool:
+    """Turn recsys's CPU embedding kernels on or off for the whole process; returns whether they
+    are on (False when they are not built: fbgemm's kernels then run as before)."""
     global _library, _enabled
     if not enabled:
         _enabled = False
         return False
     if _recsys_ops() is None:
-        log.warning("recsys kernels not built: fbgemm's CPU embedding backward stays in use")
+        log.warning("recsys kernels not built: fbgemm's CPU embedding kernels stay in use")
         return False
     if _library is None:
         import fbgemm_gpu.split_table_batched_embeddings_ops_training  # noqa: F401  (its ops)
 
         library = torch.library.Library("fbgemm", "IMPL")
+        library.impl(_FORWARD, _forward, "AutogradCPU")
         library.impl(_ADAGRAD, _rowwise_adagrad, "AutogradCPU")
         library.impl(_SGD, _sgd, "AutogradCPU")
         _library = library
@@ -107,10 +118,10 @@ def use_recsys_embedding_backward(enabled: bool) -> bool:
 
 
 @contextlib.contextmanager
-def recsys_embedding_backward(enabled: bool) -> Iterator[bool]:
-    """Scoped `use_recsys_embedding_backward` (tests and benchmarks compare both kernels)."""
+def recsys_embedding_kernels(enabled: bool) -> Iterator[bool]:
+    """Scoped `use_recsys_embedding_kernels` (tests and benchmarks compare both)."""
     before = _enabled
     try:
-        yield use_recsys_embedding_backward(enabled)
+        yield use_recsys_embedding_kernels(enabled)
     finally:
-        use_recsys_embedding_backward(before)
+        use_recsys_embedding_kernels(before)

@@ -1,0 +1,56 @@
+// fbgemm's CPU table-batched embedding layout (SplitTableBatchedEmbeddingBagsCodegen), as our
+// forward (tbe_forward.cpp) and backward (tbe_backward.cpp) operators read it: one flat weight
+// buffer, each feature's table at weights_offsets[t], its D at D_offsets[t + 1] - D_offsets[t],
+// its rows hash_size_cumsum[t + 1] - hash_size_cumsum[t]; bags as offsets [T * B + 1] into
+// indices, feature-major.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+namespace recsys_kernels {
+
+struct TbeTable {
+  int64_t feature;    // fbgemm's feature index t (one feature per table: shared tables excluded)
+  int64_t hash_size;  // rows of the table
+  int64_t dim;        // D
+  int64_t column;     // first column of this feature in the pooled [B, total_D] output
+  float* weights;     // the table's first row
+};
+
+struct TbeInputs {
+  std::vector<TbeTable> tables;
+  int64_t batch = 0;
+  int64_t total_dim = 0;  // D_offsets[T]
+  int64_t pooling_mode = 0;  // 0 sum, 1 mean
+  at::Tensor indices, offsets;  // contiguous, same integer type
+  const float* per_sample_weights = nullptr;  // or nullptr
+};
+
+// The inputs as tables, or nullopt for what our kernels do not handle (the caller then runs
+// fbgemm's kernel): tables shared by several features, weights other than float32, pooling
+// other than sum/mean, weighted mean. Malformed input (offsets past the indices, a table outside
+// the buffer) is an error naming `op`.
+std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
+                                    const at::Tensor& weights_offsets,
+                                    const at::Tensor& D_offsets,
+                                    const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
+                                    const at::Tensor& offsets, int64_t pooling_mode,
+                                    const at::Tensor& indice_weights);
+
+// Offsets that never decrease and ids inside their tables, for every feature (in parallel),
+// before a kernel reads or writes any row: bad input stops with an error naming the feature, bag
+// and position, and changes nothing.
+void check_ids(const char* op, const TbeInputs& in);
+
+// fn(table) for every table, on torch's intra-op threads: each thread takes the next table from
+// a shared counter, largest tables first (a 10M-row table misses the cache on every row, a
+// 100-row one never, so a fixed split of the list would leave a thread idle).
+void for_each_table(const std::vector<TbeTable>& tables,
+                    const std::function<void(const TbeTable&)>& fn);
+
+}  // namespace recsys_kernels
