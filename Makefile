@@ -31,6 +31,9 @@ test: install
 # Run them on a quiet machine; they are never part of `make test`.
 bench: install
 	$(PY) -m benchmarks.train_throughput --profile
+	$(PY) -m benchmarks.embedding_backward
+	$(PY) -m benchmarks.interaction
+	$(PY) -m benchmarks.embedding_bag
 	$(PY) -m benchmarks.data_throughput
 	$(PY) -m benchmarks.quality
 	$(PY) benchmarks/preprocess.py

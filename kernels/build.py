@@ -23,7 +23,6 @@ SOURCES = [
     "interaction_avx2.cpp",
     "interaction_avx512.cpp",
     "tbe_common.cpp",
-    "tbe_forward.cpp",
     "tbe_backward.cpp",
 ]
 

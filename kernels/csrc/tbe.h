@@ -1,5 +1,5 @@
 // fbgemm's CPU table-batched embedding layout (SplitTableBatchedEmbeddingBagsCodegen), as our
-// forward (tbe_forward.cpp) and backward (tbe_backward.cpp) operators read it: one flat weight
+// backward operators (tbe_backward.cpp) read it: one flat weight
 // buffer, each feature's table at weights_offsets[t], its D at D_offsets[t + 1] - D_offsets[t],
 // its rows hash_size_cumsum[t + 1] - hash_size_cumsum[t]; bags as offsets [T * B + 1] into
 // indices, feature-major.
@@ -18,7 +18,8 @@ struct TbeTable {
   int64_t feature;    // fbgemm's feature index t (one feature per table: shared tables excluded)
   int64_t hash_size;  // rows of the table
   int64_t dim;        // D
-  int64_t column;     // first column of this feature in the pooled [B, total_D] output
+  int64_t column;     // first column of this feature in the pooled [B, total_D] output (and
+                      // so in its gradient)
   float* weights;     // the table's first row
 };
 
@@ -43,7 +44,7 @@ std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
                                     const at::Tensor& indice_weights);
 
 // Offsets that never decrease and ids inside their tables, for every feature (in parallel),
-// before a kernel reads or writes any row: bad input stops with an error naming the feature, bag
+// before a kernel writes any row: bad input stops with an error naming the feature, bag
 // and position, and changes nothing.
 void check_ids(const char* op, const TbeInputs& in);
 

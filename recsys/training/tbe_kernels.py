@@ -1,20 +1,20 @@
-"""Route fbgemm's CPU embedding-bag operators (pooled lookup; backward with row-wise Adagrad or
-SGD fused in) through recsys's own kernels.
+"""Route fbgemm's CPU embedding-bag backward operators (row-wise Adagrad or SGD fused in) through
+recsys's own kernels.
 
 The embedding tables stay fbgemm's table-batched modules (`SplitTableBatchedEmbeddingBagsCodegen`
 under torchrec's DMP): same weight and optimizer-state buffers, same state dict and checkpoints,
-same arithmetic. Only the CPU operators that run inside them are swapped, because on the
-machines we measure on fbgemm 1.8's are slow for reasons outside the math (docs/kernels.md):
-its row-wise Adagrad kernel switches between AVX and legacy SSE instructions on every row, which
-costs ~200 ns per switch here (25 ms of a ~100 ms step at batch 2048), and its CPU operators are
-built without OpenMP, so they run on one thread (the SGD update sorts each table's ids there).
-`recsys_kernels::tbe_{forward,backward_rowwise_adagrad,backward_sgd}` (kernels/csrc/tbe_*.cpp)
-run tables in parallel.
+same arithmetic, same forward (fbgemm's). Only the CPU operators that run in the backward pass
+are swapped, because on the machines we measure on fbgemm 1.8's are slow for reasons outside
+the math (docs/kernels.md): its row-wise Adagrad kernel switches between AVX and legacy SSE
+instructions on every row, which costs ~200 ns per switch here (25 ms of a ~100 ms step at batch
+2048), and its CPU operators are built without OpenMP, so they run on one thread (the SGD update
+sorts each table's ids there). `recsys_kernels::tbe_backward_{rowwise_adagrad,sgd}`
+(kernels/csrc/tbe_backward.cpp) run tables in parallel.
 
 How: kernels registered for fbgemm's operators under the AutogradCPU dispatch key, the key those
 operators are reached through (fbgemm registers only CPU kernels for them). Each handles the
-common case and hands everything else (weight decay, max-norm, shared tables, fp16 tables or
-outputs) to fbgemm's own CPU kernel by redispatching below autograd, so turning them on never
+common case and hands everything else (weight decay, max-norm, shared tables, fp16 tables) to
+fbgemm's own CPU kernel by redispatching below autograd, so turning them on never
 changes what is supported.
 """
 
@@ -28,7 +28,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-_FORWARD = "split_embedding_codegen_forward_cpu"
 _ADAGRAD = "split_embedding_backward_codegen_rowwise_adagrad_cpu"
 _SGD = "split_embedding_backward_codegen_sgd_cpu"
 _BELOW_AUTOGRAD = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
@@ -62,13 +61,6 @@ def _arguments(name: str, args: tuple, kwargs: dict) -> dict:
     return values
 
 
-def _forward(*args, **kwargs):
-    out = torch.ops.recsys_kernels.tbe_forward(*args, **kwargs) if _enabled else None
-    if out is None:
-        out = _fbgemm_op(_FORWARD).redispatch(_BELOW_AUTOGRAD, *args, **kwargs)
-    return out
-
-
 def _rowwise_adagrad(*args, **kwargs):
     a = _arguments(_ADAGRAD, args, kwargs)
     handled = (
@@ -96,8 +88,8 @@ def _sgd(*args, **kwargs):
 
 
 def use_recsys_embedding_kernels(enabled: bool) -> bool:
-    """Turn recsys's CPU embedding kernels on or off for the whole process; returns whether they
-    are on (False when they are not built: fbgemm's kernels then run as before)."""
+    """Turn recsys's CPU embedding backward kernels on or off for the whole process; returns
+    whether they are on (False when they are not built: fbgemm's kernels then run as before)."""
     global _library, _enabled
     if not enabled:
         _enabled = False
@@ -109,7 +101,6 @@ def use_recsys_embedding_kernels(enabled: bool) -> bool:
         import fbgemm_gpu.split_table_batched_embeddings_ops_training  # noqa: F401  (its ops)
 
         library = torch.library.Library("fbgemm", "IMPL")
-        library.impl(_FORWARD, _forward, "AutogradCPU")
         library.impl(_ADAGRAD, _rowwise_adagrad, "AutogradCPU")
         library.impl(_SGD, _sgd, "AutogradCPU")
         _library = library
