@@ -21,6 +21,7 @@ changes what is supported.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 
@@ -51,13 +52,18 @@ def _fbgemm_op(name: str):
     return getattr(torch.ops.fbgemm, name).default
 
 
+@functools.cache
+def _schema(name: str) -> tuple[tuple[str, object], ...]:
+    """(name, default) of each argument of fbgemm's operator, in order."""
+    return tuple((a.name, a.default_value) for a in _fbgemm_op(name)._schema.arguments)
+
+
 def _arguments(name: str, args: tuple, kwargs: dict) -> dict:
     """fbgemm's operator arguments by their schema names, defaults filled in."""
-    schema = _fbgemm_op(name)._schema.arguments
-    values = dict(zip((a.name for a in schema), args, strict=False)) | kwargs
-    for a in schema:
-        if a.name not in values:
-            values[a.name] = a.default_value
+    schema = _schema(name)
+    values = dict(zip((n for n, _ in schema), args, strict=False)) | kwargs
+    for n, default in schema:
+        values.setdefault(n, default)
     return values
 
 
