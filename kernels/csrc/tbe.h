@@ -28,8 +28,9 @@ struct TbeInputs {
   int64_t batch = 0;
   int64_t total_dim = 0;  // D_offsets[T]
   int64_t pooling_mode = 0;  // 0 sum, 1 mean
-  at::Tensor indices, offsets;  // contiguous, same integer type
-  const float* per_sample_weights = nullptr;  // or nullptr
+  at::Tensor indices, offsets;  // contiguous; offsets as int64
+  at::Tensor weights_of_ids;    // contiguous per-sample weights (kept alive for the pointer)
+  const float* per_sample_weights = nullptr;  // into weights_of_ids, or nullptr
 };
 
 // The inputs as tables, or nullopt for what our kernels do not handle (the caller then runs

@@ -131,9 +131,10 @@ bool fused_backward(Update update, const at::Tensor& grad_output_in,
                     double eps) {
   if (grad_output_in.scalar_type() != at::kFloat || grad_output_in.dim() != 2) return false;
   const bool adagrad = update == Update::kRowwiseAdagrad;
-  if (adagrad && (momentum_host.scalar_type() != at::kFloat || !momentum_host.is_contiguous() ||
-                  momentum_offsets.scalar_type() != at::kLong ||
-                  momentum_offsets.numel() < D_offsets.numel() - 1)) {
+  if (adagrad &&
+      (momentum_host.scalar_type() != at::kFloat || !momentum_host.is_contiguous() ||
+       momentum_offsets.scalar_type() != at::kLong || !momentum_offsets.is_contiguous() ||
+       momentum_offsets.numel() < D_offsets.numel() - 1)) {
     return false;
   }
   const auto in = tbe_inputs(kOp, host_weights, weights_offsets, D_offsets, hash_size_cumsum,

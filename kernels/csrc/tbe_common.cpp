@@ -22,7 +22,8 @@ std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
       (indices.scalar_type() != at::kLong && indices.scalar_type() != at::kInt) ||
       weights_offsets.scalar_type() != at::kLong || D_offsets.scalar_type() != at::kInt ||
       hash_size_cumsum.scalar_type() != at::kLong || hash_size_cumsum.numel() < features + 1 ||
-      weights_offsets.numel() < features) {
+      weights_offsets.numel() < features || !weights_offsets.is_contiguous() ||
+      !D_offsets.is_contiguous() || !hash_size_cumsum.is_contiguous()) {
     return std::nullopt;
   }
   const bool weighted = indice_weights.defined() && indice_weights.numel() > 0;
@@ -46,7 +47,10 @@ std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
                   offs[features * in.batch] <= in.indices.numel(),
               op, ": offsets run from ", offs[0], " to ", offs[features * in.batch], " over ",
               in.indices.numel(), " indices");
-  if (weighted) in.per_sample_weights = indice_weights.contiguous().data_ptr<float>();
+  if (weighted) {
+    in.weights_of_ids = indice_weights.contiguous();
+    in.per_sample_weights = in.weights_of_ids.data_ptr<float>();
+  }
   const auto* d_offsets = D_offsets.data_ptr<int32_t>();
   const auto* w_offsets = weights_offsets.data_ptr<int64_t>();
   in.total_dim = d_offsets[features];

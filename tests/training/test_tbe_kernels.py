@@ -136,6 +136,23 @@ def test_id_outside_table_names_feature_and_position(bad_id):
         assert torch.equal(a, b)  # the table with the bad id was not touched
 
 
+def test_strided_per_sample_weights_read_correctly():
+    """The op makes its own contiguous copy of strided weights (and keeps it alive)."""
+    gen = torch.Generator().manual_seed(2)
+    indices, offsets, _, grad = random_step(gen, torch.int64, False)
+    weights = torch.rand(2 * indices.numel(), generator=gen)
+    results = []
+    for w in (weights[::2], weights[::2].contiguous()):
+        tbe = make_tbe(ADAGRAD, PoolingMode.SUM)
+        args = list(op_args(tbe, indices, offsets, grad))
+        args[8] = w
+        with torch.no_grad():
+            assert torch.ops.recsys_kernels.tbe_backward_rowwise_adagrad(*args)
+        results.append(state(tbe))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_offsets_past_the_indices_are_an_error():
     tbe = make_tbe(ADAGRAD, PoolingMode.SUM)
     indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
