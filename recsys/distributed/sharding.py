@@ -105,9 +105,9 @@ def embedding_sharder(device: torch.device) -> EmbeddingBagCollectionSharder:
 
     That check (`bounds_check_indices`, ~0.5 ms per step at batch 2048 on one thread) clamps a bad
     id to 0 with a warning by default: a silent wrong answer. Ids are checked where they enter
-    (the loader names the file, row and feature), and on CPU both the lookup kernels, fbgemm's
-    and ours, stop with an error on an id outside its table. On CUDA fbgemm's kernels trust their
-    input, so the check stays there.
+    (the loader names the file, row and feature), and on CPU fbgemm's lookup kernel and our
+    backward kernel both stop with an error on an id outside its table. On CUDA fbgemm's kernels
+    trust their input, so the check stays there.
     """
     if device.type != "cpu":
         return EmbeddingBagCollectionSharder()
