@@ -79,18 +79,10 @@ void update_table(const TbeTable& table, float* momentum, Update update, const T
         s.slot_of[h] = static_cast<int32_t>(s.rows.size());
         float* acc = s.grads.data() + s.rows.size() * dim;
         s.rows.push_back(row);
-        if (scale == 1.0f) {
-          for (int64_t d = 0; d < dim; ++d) acc[d] = g[d];
-        } else {
-          for (int64_t d = 0; d < dim; ++d) acc[d] = scale * g[d];
-        }
+        for (int64_t d = 0; d < dim; ++d) acc[d] = scale * g[d];  // exact when scale is 1
       } else {
         float* acc = s.grads.data() + static_cast<int64_t>(s.slot_of[h]) * dim;
-        if (scale == 1.0f) {
-          for (int64_t d = 0; d < dim; ++d) acc[d] += g[d];
-        } else {
-          for (int64_t d = 0; d < dim; ++d) acc[d] += scale * g[d];
-        }
+        for (int64_t d = 0; d < dim; ++d) acc[d] += scale * g[d];
       }
     }
   }

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-from types import ModuleType
-
 import torch
 from torch import nn
 
 from recsys.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-
-@functools.cache
-def _kernel_ops() -> ModuleType | None:
-    """recsys's C++ kernels (kernels/csrc/interaction*), or None if they were not built."""
-    try:
-        from kernels import ops
-    except ImportError as e:  # the PyTorch formulation still works, only slower
-        log.warning("dot interaction: %s; using the PyTorch formulation", e)
-        return None
-    return ops
+from recsys.utils.kernels import kernel_ops
 
 
 def _simd_kernels() -> bool:
     """True when the kernels are built and run a SIMD path: the portable scalar one (CPUs
     without AVX2, or forced by RECSYS_KERNELS_ISA) is slower than the PyTorch formulation."""
-    ops = _kernel_ops()
+    ops = kernel_ops()
     return ops is not None and ops.current_isa() != "scalar"
 
 
@@ -42,12 +26,12 @@ class _FusedDotPairs(torch.autograd.Function):
     def forward(ctx, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool):
         ctx.save_for_backward(dense, sparse)
         ctx.self_terms = self_terms
-        return _kernel_ops().dot_interaction(dense, sparse, self_terms)
+        return kernel_ops().dot_interaction(dense, sparse, self_terms)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         dense, sparse = ctx.saved_tensors
-        d_dense, d_sparse = _kernel_ops().dot_interaction_backward(
+        d_dense, d_sparse = kernel_ops().dot_interaction_backward(
             grad, dense, sparse, ctx.self_terms
         )
         return d_dense, d_sparse, None

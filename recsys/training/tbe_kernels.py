@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import Iterator
 
 import torch
 
-log = logging.getLogger(__name__)
+from recsys.utils.kernels import kernel_ops
 
 _ADAGRAD = "split_embedding_backward_codegen_rowwise_adagrad_cpu"
 _SGD = "split_embedding_backward_codegen_sgd_cpu"
@@ -38,14 +37,6 @@ _COMMON = ("grad_output", "host_weights", "weights_offsets", "D_offsets", "hash_
 
 _library: torch.library.Library | None = None
 _enabled = False
-
-
-def _recsys_ops():
-    try:
-        import kernels.ops  # noqa: F401  (loads the extension, registering its operators)
-    except ImportError:
-        return None
-    return torch.ops.recsys_kernels
 
 
 def _fbgemm_op(name: str):
@@ -100,8 +91,7 @@ def use_recsys_embedding_kernels(enabled: bool) -> bool:
     if not enabled:
         _enabled = False
         return False
-    if _recsys_ops() is None:
-        log.warning("recsys kernels not built: fbgemm's CPU embedding kernels stay in use")
+    if kernel_ops() is None:  # not built: fbgemm's kernels stay in use (kernel_ops warns)
         return False
     if _library is None:
         import fbgemm_gpu.split_table_batched_embeddings_ops_training  # noqa: F401  (its ops)
