@@ -164,6 +164,34 @@ def test_offsets_past_the_indices_are_an_error():
         )
 
 
+def test_decreasing_offsets_are_an_error_and_change_nothing():
+    tbe = make_tbe(SGD, PoolingMode.SUM)
+    indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
+    offsets = torch.arange(len(ROWS) * BATCH + 1)
+    offsets[BATCH + 4] = offsets[BATCH + 3] - 1  # feature 1: bag 3 ends before it starts
+    before = state(tbe)
+    with (
+        torch.no_grad(),
+        pytest.raises(RuntimeError, match="offsets of feature 1 decrease at bag 3"),
+    ):
+        torch.ops.recsys_kernels.tbe_backward_sgd(
+            *op_args(tbe, indices, offsets, torch.ones(BATCH, sum(DIMS)))[:9], torch.tensor(0.05)
+        )
+    for b, a in zip(before, state(tbe), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_unknown_embedding_kernels_value_is_a_config_error(tmp_path, dist_env):
+    from recsys.builders import build_trainer
+    from recsys.config import TrainConfig
+    from recsys.errors import ConfigError
+
+    cfg = TrainConfig()
+    cfg.trainer.embedding_kernels = "fastest"
+    with pytest.raises(ConfigError, match="trainer.embedding_kernels must be recsys or fbgemm"):
+        build_trainer(cfg, tmp_path, dist_env, config_yaml="")
+
+
 def sharded_dlrm(tiny_dataset, dist_env):
     """The DMP-sharded DLRM as the trainer builds it, and a batch of its data."""
     from recsys.builders import build_model, build_sharded_model
