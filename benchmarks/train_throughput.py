@@ -12,7 +12,7 @@ Rows of the table (each at every `--batch`):
                  dense (the reference's work), `default` = row-wise Adagrad + Adam; loader
                  excluded (batches in memory) or included (the Parquet loader with its prefetch);
                  `bf16` = autocast of the dense layers; `fbgemm kernels` = the embedding
-                 lookup and backward + update left to fbgemm's CPU kernels
+                 backward + update left to fbgemm's CPU kernels
                  (trainer.embedding_kernels=fbgemm)
 
 All variants of a batch size are timed in interleaved rounds (each variant once per round, in
