@@ -24,6 +24,9 @@ SOURCES = [
     "interaction_avx512.cpp",
     "tbe_common.cpp",
     "tbe_backward.cpp",
+    "mlp_ops.cpp",
+    "mlp_scalar.cpp",
+    "mlp_avx512.cpp",
 ]
 
 

@@ -152,20 +152,39 @@ def gather_probe(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tens
 
 
 def dot_interaction(
-    dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool = False
+    dense: torch.Tensor,
+    sparse: torch.Tensor,
+    self_terms: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """DLRM's dot interaction, fused: dense [B, D] and sparse [B, F, D] float32 (each vector
     contiguous) -> [B, D + P]: the dense vector, then dot(t_i, t_j) for i < j (i <= j with
-    self terms) over t_0 = dense, t_f = sparse[:, f - 1], row-major (torchrec's order)."""
-    return _ops.dot_interaction(dense, sparse, self_terms)
+    self terms) over t_0 = dense, t_f = sparse[:, f - 1], row-major (torchrec's order).
+    Computed in fp32; `out_dtype=torch.bfloat16` rounds the output rows as `.to(bfloat16)`
+    would, without an fp32 [B, D + P] tensor in memory."""
+    return _ops.dot_interaction(dense, sparse, self_terms, out_dtype)
 
 
 def dot_interaction_backward(
     grad: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of `dot_interaction` for the output gradient `grad` [B, D + P]: (d_dense,
-    d_sparse), the dense vector's pass-through included."""
+    """Gradients of `dot_interaction` for the output gradient `grad` [B, D + P] (float32 or
+    bfloat16): (d_dense, d_sparse) in float32, the dense vector's pass-through included."""
     return _ops.dot_interaction_backward(grad, dense, sparse, self_terms)
+
+
+def relu_bias_grad(grad: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of `relu(x @ W^T + b)` up to the GEMMs, in one pass: (grad where `out` > 0 (or
+    NaN) else 0, in grad's dtype; its column sums, the bias gradient, in fp32). grad and out:
+    [B, N] float32 or bfloat16. The sums run over fixed 64-row blocks added in order, so they
+    do not depend on the thread count."""
+    return _ops.relu_bias_grad(grad, out)
+
+
+def bias_grad(grad: torch.Tensor) -> torch.Tensor:
+    """Column sums of grad [B, N] (float32 or bfloat16) in fp32: a Linear layer's bias
+    gradient; same summation order as `relu_bias_grad`."""
+    return _ops.bias_grad(grad)
 
 
 def set_isa(name: str) -> str:
@@ -217,12 +236,22 @@ def _fake_hugepage(t):
 
 
 @torch.library.register_fake("recsys_kernels::dot_interaction")
-def _fake_dot(dense, sparse, self_terms=False):
+def _fake_dot(dense, sparse, self_terms=False, out_dtype=None):
     n = sparse.shape[1] + 1
     pairs = n * (n + 1) // 2 if self_terms else n * (n - 1) // 2
-    return dense.new_empty((dense.shape[0], dense.shape[1] + pairs))
+    return dense.new_empty((dense.shape[0], dense.shape[1] + pairs), dtype=out_dtype)
 
 
 @torch.library.register_fake("recsys_kernels::dot_interaction_backward")
 def _fake_dot_backward(grad, dense, sparse, self_terms=False):
     return torch.empty_like(dense), torch.empty_like(sparse)
+
+
+@torch.library.register_fake("recsys_kernels::relu_bias_grad")
+def _fake_relu_bias_grad(grad, out):
+    return torch.empty_like(grad), grad.new_empty((grad.shape[1],), dtype=torch.float32)
+
+
+@torch.library.register_fake("recsys_kernels::bias_grad")
+def _fake_bias_grad(grad):
+    return grad.new_empty((grad.shape[1],), dtype=torch.float32)

@@ -94,6 +94,11 @@ DotKernels pick_dot_kernels() {
   }
 }
 
+ReluGradKernels pick_relu_grad_kernels() {
+  if (active_isa() == Isa::kAvx512) return {relu_grad_rows_f32_avx512, relu_grad_rows_bf16_avx512};
+  return {relu_grad_rows_f32_scalar, relu_grad_rows_bf16_scalar};
+}
+
 template Kernel<int32_t> pick_kernel<int32_t>();
 template Kernel<int64_t> pick_kernel<int64_t>();
 

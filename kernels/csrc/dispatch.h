@@ -7,6 +7,7 @@
 
 #include "embedding_bag.h"
 #include "interaction.h"
+#include "mlp.h"
 
 namespace recsys_kernels {
 
@@ -20,10 +21,17 @@ Kernel<Index> pick_kernel();
 
 // The dot-interaction kernels of the active path.
 struct DotKernels {
-  void (*forward)(const DotPairs&, float*, int64_t, int64_t, int64_t);
+  void (*forward)(const DotPairs&, const DotOut&, int64_t, int64_t);
   void (*backward)(const DotPairs&, const DotPairsGrad&, int64_t, int64_t);
 };
 DotKernels pick_dot_kernels();
+
+// The MLP bias + ReLU backward kernels of the active path (AVX-512, else portable).
+struct ReluGradKernels {
+  void (*f32)(const ReluGrad&, int64_t, int64_t, float*);
+  void (*bf16)(const ReluGrad&, int64_t, int64_t, float*);
+};
+ReluGradKernels pick_relu_grad_kernels();
 
 Isa active_isa();
 std::string set_isa(const std::string& name);

@@ -31,18 +31,25 @@ inline int64_t num_pairs(int64_t n, bool self_terms) {
   return self_terms ? n * (n + 1) / 2 : n * (n - 1) / 2;
 }
 
-// Forward for samples [b0, b1): out row b (out_stride floats apart) = [t_0, pairs].
-void dot_pairs_forward_scalar(const DotPairs& a, float* out, int64_t out_stride, int64_t b0,
-                              int64_t b1);
-void dot_pairs_forward_avx2(const DotPairs& a, float* out, int64_t out_stride, int64_t b0,
-                            int64_t b1);
-void dot_pairs_forward_avx512(const DotPairs& a, float* out, int64_t out_stride, int64_t b0,
-                              int64_t b1);
+// Output rows [dim + P], `stride` elements apart: fp32 into f32, or (when bf16 is set) rounded
+// to bfloat16 (nearest even, as PyTorch's .to(torch.bfloat16)) into bf16.
+struct DotOut {
+  float* f32;
+  uint16_t* bf16;
+  int64_t stride;
+};
+
+// Forward for samples [b0, b1): out row b = [t_0, pairs].
+void dot_pairs_forward_scalar(const DotPairs& a, const DotOut& out, int64_t b0, int64_t b1);
+void dot_pairs_forward_avx2(const DotPairs& a, const DotOut& out, int64_t b0, int64_t b1);
+void dot_pairs_forward_avx512(const DotPairs& a, const DotOut& out, int64_t b0, int64_t b1);
 
 // Backward for samples [b0, b1): given the output's gradient rows [dim + P], writes
-// d_dense = grad[:dim] + dL/dt_0 and the sparse rows' gradient dL/dt_1 .. dL/dt_F.
+// d_dense = grad[:dim] + dL/dt_0 and the sparse rows' gradient dL/dt_1 .. dL/dt_F. The gradient
+// rows are fp32 (grad) or bfloat16 (grad_bf16, when set).
 struct DotPairsGrad {
   const float* grad;
+  const uint16_t* grad_bf16;
   int64_t grad_stride;
   float* d_dense;
   int64_t d_dense_stride;

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <tuple>
 
 #include "dispatch.h"
@@ -38,14 +39,20 @@ constexpr int64_t kGrain = 32;
 
 }  // namespace
 
-at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms) {
+at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
+                           std::optional<at::ScalarType> out_dtype) {
   const DotPairs a = check_inputs(dense, sparse, self_terms);
   const int64_t width = a.dim + num_pairs(a.n, self_terms);
-  auto out = at::empty({dense.size(0), width}, dense.options());
-  float* o = out.data_ptr<float>();
+  const at::ScalarType dtype = out_dtype.value_or(at::kFloat);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+              "recsys_kernels.dot_interaction: out_dtype must be float32 or bfloat16, got ", dtype);
+  auto out = at::empty({dense.size(0), width}, dense.options().dtype(dtype));
+  const bool bf16 = dtype == at::kBFloat16;
+  const DotOut o{bf16 ? nullptr : out.data_ptr<float>(),
+                 bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, width};
   const auto forward = pick_dot_kernels().forward;
   at::parallel_for(0, dense.size(0), kGrain, [&](int64_t b0, int64_t b1) {
-    forward(a, o, width, b0, b1);
+    forward(a, o, b0, b1);
   });
   return out;
 }
@@ -56,15 +63,19 @@ std::tuple<at::Tensor, at::Tensor> dot_interaction_backward(const at::Tensor& gr
                                                             bool self_terms) {
   const DotPairs a = check_inputs(dense, sparse, self_terms);
   const int64_t width = a.dim + num_pairs(a.n, self_terms);
+  const bool bf16 = grad_in.scalar_type() == at::kBFloat16;
   TORCH_CHECK(grad_in.dim() == 2 && grad_in.size(0) == dense.size(0) &&
-                  grad_in.size(1) == width && grad_in.scalar_type() == at::kFloat,
-              "recsys_kernels.dot_interaction_backward: grad must be float32 [", dense.size(0),
-              ", ", width, "], got ", grad_in.scalar_type(), " ", grad_in.sizes());
+                  grad_in.size(1) == width && (grad_in.scalar_type() == at::kFloat || bf16),
+              "recsys_kernels.dot_interaction_backward: grad must be float32 or bfloat16 [",
+              dense.size(0), ", ", width, "], got ", grad_in.scalar_type(), " ", grad_in.sizes());
   const at::Tensor grad = grad_in.contiguous();
   auto d_dense = at::empty_like(dense, at::MemoryFormat::Contiguous);
   auto d_sparse = at::empty_like(sparse, at::MemoryFormat::Contiguous);
-  const DotPairsGrad g{grad.data_ptr<float>(), width, d_dense.data_ptr<float>(), a.dim,
-                       d_sparse.data_ptr<float>(), (a.n - 1) * a.dim};
+  const DotPairsGrad g{bf16 ? nullptr : grad.data_ptr<float>(),
+                       bf16 ? reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>())
+                            : nullptr,
+                       width, d_dense.data_ptr<float>(), a.dim, d_sparse.data_ptr<float>(),
+                       (a.n - 1) * a.dim};
   const auto backward = pick_dot_kernels().backward;
   at::parallel_for(0, dense.size(0), kGrain, [&](int64_t b0, int64_t b1) {
     backward(a, g, b0, b1);
@@ -75,7 +86,8 @@ std::tuple<at::Tensor, at::Tensor> dot_interaction_backward(const at::Tensor& gr
 }  // namespace recsys_kernels
 
 TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
-  m.def("dot_interaction(Tensor dense, Tensor sparse, bool self_terms=False) -> Tensor");
+  m.def("dot_interaction(Tensor dense, Tensor sparse, bool self_terms=False, "
+        "ScalarType? out_dtype=None) -> Tensor");
   m.def("dot_interaction_backward(Tensor grad, Tensor dense, Tensor sparse, "
         "bool self_terms=False) -> (Tensor, Tensor)");
 }

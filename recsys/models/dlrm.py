@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.models.interaction import make_interaction
+from recsys.models.mlp import MLP
 
 
 def table_configs(
@@ -63,10 +63,7 @@ class DLRM(nn.Module):
         self.bottom_mlp = MLP(num_dense, [*bottom_mlp, dim])
         self.interaction = make_interaction(interaction, len(self.feature_names), interaction_self)
         top_in = self.interaction.output_dim(dim)
-        self.top_mlp = nn.Sequential(
-            MLP(top_in, top_mlp) if top_mlp else nn.Identity(),
-            nn.Linear(top_mlp[-1] if top_mlp else top_in, 1),
-        )
+        self.top_mlp = MLP(top_in, [*top_mlp, 1], relu_last=False)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         dense_out = self.bottom_mlp(dense)  # [B, D]

@@ -23,10 +23,11 @@ class _FusedDotPairs(torch.autograd.Function):
     backward: see docs/benchmarks.md)."""
 
     @staticmethod
-    def forward(ctx, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool):
+    def forward(ctx, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool,
+                out_dtype: torch.dtype):  # fmt: skip
         ctx.save_for_backward(dense, sparse)
         ctx.self_terms = self_terms
-        return kernel_ops().dot_interaction(dense, sparse, self_terms)
+        return kernel_ops().dot_interaction(dense, sparse, self_terms, out_dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -34,7 +35,7 @@ class _FusedDotPairs(torch.autograd.Function):
         d_dense, d_sparse = kernel_ops().dot_interaction_backward(
             grad, dense, sparse, ctx.self_terms
         )
-        return d_dense, d_sparse, None
+        return d_dense, d_sparse, None, None
 
 
 class _GramPairs(torch.autograd.Function):
@@ -82,6 +83,9 @@ class DotInteraction(nn.Module):
     (`fused=True`, the default) on its AVX-512 or AVX2 path; float64 inputs, other devices,
     `fused=False`, a CPU without AVX2 and a build without the kernels take the PyTorch
     formulation (`_GramPairs`): the same values.
+    The dot products are computed in fp32 whatever the autocast; under bf16 autocast the output
+    is rounded to bf16 (what the top MLP's first layer would cast it to), by the fused kernel
+    as it writes each row, so no fp32 [B, D + P] copy goes through memory either way.
     """
 
     def __init__(self, num_sparse: int, self_terms: bool = False, fused: bool = True) -> None:
@@ -106,17 +110,24 @@ class DotInteraction(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         # dense [B, D], sparse [B, F, D]
-        with torch.autocast(dense.device.type, enabled=False):  # see _GramPairs
+        device = dense.device.type
+        autocast = torch.is_autocast_enabled(device)
+        out_dtype = torch.get_autocast_dtype(device) if autocast else None
+        with torch.autocast(device, enabled=False):  # see _GramPairs
             work = torch.promote_types(sparse.dtype, torch.float32)  # fp32, or fp64 if given
             dense = dense.to(work)
-            cpu_fp32 = work == torch.float32 and dense.device.type == "cpu"
-            if self.fused and cpu_fp32 and _simd_kernels():
+            cpu_fp32 = work == torch.float32 and device == "cpu"
+            if self.fused and cpu_fp32 and _simd_kernels() and out_dtype in _KERNEL_OUT:
                 sparse = _vectors_contiguous(sparse.to(work))
-                return _FusedDotPairs.apply(dense, sparse, self.self_terms)
+                return _FusedDotPairs.apply(dense, sparse, self.self_terms, out_dtype)
             combined = torch.cat([dense.unsqueeze(1), sparse.to(work)], dim=1)  # [B, F+1, D]
             diagonal = self.diagonal if self.self_terms else None
             pairs = _GramPairs.apply(combined, self.pairs, self.source, diagonal)  # [B, P]
-            return torch.cat([dense, pairs], dim=1)
+            out = torch.cat([dense, pairs], dim=1)
+            return out if out_dtype is None else out.to(out_dtype)
+
+
+_KERNEL_OUT = (None, torch.bfloat16)  # output dtypes of the fused kernel (None: fp32)
 
 
 def _vectors_contiguous(sparse: torch.Tensor) -> torch.Tensor:

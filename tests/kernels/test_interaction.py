@@ -62,6 +62,23 @@ def test_paths_agree():
 
 
 @pytest.mark.parametrize("self_terms", [False, True])
+def test_bf16_output_and_gradient_equal_rounding_and_widening(isa, self_terms):
+    """bf16 output = the fp32 output rounded as `.to(torch.bfloat16)` does, bit for bit (NaN and
+    infinities included); a bf16 gradient gives what its exact fp32 widening gives."""
+    dense, sparse = inputs(37, 26, 16, seed=4)
+    dense[3, 0], dense[5, 1], sparse[7, 2, 3] = float("nan"), float("inf"), 3e38
+    out32 = ops.dot_interaction(dense, sparse, self_terms)
+    out16 = ops.dot_interaction(dense, sparse, self_terms, out_dtype=torch.bfloat16)
+    assert out16.dtype == torch.bfloat16
+    assert torch.equal(out16.view(torch.int16), out32.bfloat16().view(torch.int16))
+    grad = torch.randn(out32.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    got = ops.dot_interaction_backward(grad, dense, sparse, self_terms)
+    want = ops.dot_interaction_backward(grad.float(), dense, sparse, self_terms)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("self_terms", [False, True])
 def test_dot_interaction_layer_fused_equals_pytorch_formulation(self_terms):
     """recsys's layer with the kernel (the default on CPU in fp32) and without it: same values
     and gradients, also for a strided view of the embeddings and under bf16 autocast."""
@@ -79,11 +96,13 @@ def test_dot_interaction_layer_fused_equals_pytorch_formulation(self_terms):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    with torch.autocast("cpu", torch.bfloat16):
-        auto = fused(dense.bfloat16(), sparse)
-    assert auto.dtype == torch.float32
-    torch.testing.assert_close(auto, plain(dense.bfloat16().float(), sparse), rtol=1e-5,
-                               atol=1e-5)  # fmt: skip
+    # bf16 autocast: computed in fp32, the output rounded to bf16 once (both paths)
+    expected = plain(dense.bfloat16().float(), sparse).bfloat16()
+    for layer in (fused, plain):
+        with torch.autocast("cpu", torch.bfloat16):
+            auto = layer(dense.bfloat16(), sparse)
+        assert auto.dtype == torch.bfloat16
+        torch.testing.assert_close(auto, expected, rtol=1e-2, atol=1e-2)
 
 
 def test_float64_and_fused_off_take_the_pytorch_formulation():
@@ -101,8 +120,10 @@ def test_bad_inputs_raise_clear_errors():
         ops.dot_interaction(dense.double(), sparse.double())
     with pytest.raises(RuntimeError, match="must be contiguous"):
         ops.dot_interaction(dense, sparse.transpose(1, 2).contiguous().transpose(1, 2))
-    with pytest.raises(RuntimeError, match="grad must be float32 \\[4, 14\\]"):
+    with pytest.raises(RuntimeError, match="grad must be float32 or bfloat16 \\[4, 14\\]"):
         ops.dot_interaction_backward(torch.zeros(4, 13), dense, sparse)
+    with pytest.raises(RuntimeError, match="out_dtype must be float32 or bfloat16"):
+        ops.dot_interaction(dense, sparse, out_dtype=torch.float16)
 
 
 def test_layer_takes_the_kernel_only_on_a_simd_path():

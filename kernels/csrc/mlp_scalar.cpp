@@ -1,0 +1,49 @@
+// MLP bias + ReLU backward (mlp.h), portable loops: the path for CPUs without AVX-512.
+// Values are handled as raw words (fp32 bits, or the upper half of fp32 bits for bf16) and
+// masked with integer AND, so the compiler vectorizes the loops (a float select does not).
+#include <cstdint>
+#include <cstring>
+
+#include "mlp.h"
+
+namespace recsys_kernels {
+namespace {
+
+template <typename W>
+inline float as_float(W word) {
+  const uint32_t bits = static_cast<uint32_t>(word) << (32 - 8 * sizeof(W));
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <typename W>
+void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* __restrict bias) {
+  const int64_t n = a.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const W* __restrict g = static_cast<const W*>(a.grad) + r * n;
+    if (a.out == nullptr) {
+      for (int64_t c = 0; c < n; ++c) bias[c] += as_float(g[c]);
+      continue;
+    }
+    const W* __restrict o = static_cast<const W*>(a.out) + r * n;
+    W* __restrict m = static_cast<W*>(a.masked) + r * n;
+    for (int64_t c = 0; c < n; ++c) {
+      const W keep = as_float(o[c]) <= 0.0f ? W{0} : static_cast<W>(~W{0});  // NaN: keep
+      const W w = g[c] & keep;
+      m[c] = w;
+      bias[c] += as_float(w);
+    }
+  }
+}
+
+}  // namespace
+
+void relu_grad_rows_f32_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
+  rows<uint32_t>(a, r0, r1, bias);
+}
+void relu_grad_rows_bf16_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
+  rows<uint16_t>(a, r0, r1, bias);
+}
+
+}  // namespace recsys_kernels

@@ -1,0 +1,110 @@
+"""DLRM's MLPs: Linear layers with ReLU between them, fused on CPU into one autograd step.
+
+On CPU the whole stack runs as one autograd node (`_FusedMLP`) instead of two to three per
+layer: under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
+`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits), in fp32 the ReLU runs in
+place; in the backward one C++ pass per layer masks the gradient with the ReLU output and sums
+the bias gradient in fp32 (`recsys_kernels::relu_bias_grad`), where PyTorch takes two to three
+passes (threshold_backward, a bf16 -> fp32 copy, sum). Weight gradients are the same GEMMs
+autograd runs, so they equal the plain path's bit for bit; the bias gradient is an fp32 sum
+(autocast's is a bf16 one). Other devices, dtypes and a build without the kernels take the plain
+path (`fused=False` forces it).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from recsys.utils.kernels import kernel_ops
+
+_BF16 = torch.bfloat16
+
+
+class MLP(nn.Module):
+    """`sizes[i]`-wide Linear layers from `in_features`, ReLU after each (the last one too when
+    `relu_last`)."""
+
+    def __init__(
+        self, in_features: int, sizes: list[int], relu_last: bool = True, fused: bool = True
+    ) -> None:
+        super().__init__()
+        widths = [in_features, *sizes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.relu_last = relu_last
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        work = _fused_dtype(x) if self.fused else None
+        if work is not None:
+            params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+            return _FusedMLP.apply(x, work, self.relu_last, *params)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last or self.relu_last:
+                x = torch.relu(x)
+        return x
+
+
+def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the fused path computes in for input `x` (bf16 under CPU bf16 autocast, else
+    fp32), or None when the plain path must run."""
+    if x.device.type != "cpu" or kernel_ops() is None:
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        return _BF16 if torch.get_autocast_dtype("cpu") == _BF16 else None
+    return x.dtype if x.dtype in (torch.float32, _BF16) else None
+
+
+class _FusedMLP(torch.autograd.Function):
+    """The MLP's forward and backward as one autograd node (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
+        n = len(params) // 2
+        with torch.autocast("cpu", enabled=False):
+            weights = [p.to(work) for p in params[0::2]]
+            biases = [p.to(work) for p in params[1::2]]
+            h = x.to(work)
+            acts = [h]  # each layer's input, then the last layer's output
+            for i in range(n):
+                relu = i < n - 1 or relu_last
+                if work == _BF16:
+                    h = torch.ops.mkldnn._linear_pointwise(
+                        h, weights[i], biases[i], "relu" if relu else "none", [], ""
+                    )
+                else:
+                    h = torch.addmm(biases[i], h, weights[i].t())
+                    if relu:
+                        h.relu_()
+                acts.append(h)
+        ctx.relu_last, ctx.x_dtype = relu_last, x.dtype
+        ctx.param_dtypes = [p.dtype for p in params]
+        ctx.save_for_backward(*acts, *weights)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        n = len(ctx.param_dtypes) // 2
+        acts, weights = saved[: n + 1], saved[n + 1 :]
+        ops = kernel_ops()
+        needs = ctx.needs_input_grad
+        grads: list[torch.Tensor | None] = [None] * (2 * n)
+        g = grad.to(acts[-1].dtype)
+        for i in reversed(range(n)):
+            if i < n - 1 or ctx.relu_last:
+                g, bias_grad = ops.relu_bias_grad(g, acts[i + 1])
+            else:
+                bias_grad = ops.bias_grad(g)
+            if needs[3 + 2 * i]:
+                grads[2 * i] = torch.mm(g.t(), acts[i]).to(ctx.param_dtypes[2 * i])
+            if needs[4 + 2 * i]:
+                grads[2 * i + 1] = bias_grad.to(ctx.param_dtypes[2 * i + 1])
+            if i > 0 or needs[0]:
+                g = torch.mm(g, weights[i])
+        grad_x = g.to(ctx.x_dtype) if needs[0] else None
+        return grad_x, None, None, *grads

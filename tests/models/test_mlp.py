@@ -1,0 +1,83 @@
+"""recsys's MLP: the fused CPU path (one autograd node; oneDNN bias+ReLU in bf16; the C++ ReLU
+and bias backward) against the plain layer-by-layer path and a float64 copy."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from recsys.models.mlp import MLP
+
+
+def _model(relu_last: bool, seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(13, [64, 32, 5], relu_last=relu_last)
+
+
+def _run(model: MLP, x: torch.Tensor, fused: bool, bf16: bool):
+    model.fused = fused
+    model.zero_grad()
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        y = model(x)
+    fused_ran = type(y.grad_fn).__name__ == "_FusedMLPBackward"
+    assert fused_ran == (fused and x.dtype == torch.float32)
+    (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    return y, x.grad, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("relu_last", [True, False])
+def test_fp32_fused_equals_float64_reference(relu_last):
+    model = _model(relu_last)
+    x = torch.randn(300, 13, generator=torch.Generator().manual_seed(1))
+    y, gx, grads = _run(model, x, fused=True, bf16=False)
+    ref = copy.deepcopy(model).double()
+    y64, gx64, grads64 = _run(ref, x.double(), fused=False, bf16=False)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx.double(), gx64, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, grads64, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+    if not relu_last:
+        assert (y < 0).any()  # no ReLU after the last layer
+
+
+def test_bf16_fused_matches_autocast_plain_path():
+    model = _model(relu_last=True)
+    x = torch.randn(512, 13, generator=torch.Generator().manual_seed(2))
+    y, gx, grads = _run(model, x, fused=True, bf16=True)
+    y_ref, gx_ref, grads_ref = _run(model, x, fused=False, bf16=True)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)  # same oneDNN GEMMs, bias, ReLU
+    torch.testing.assert_close(gx, gx_ref, rtol=2e-2, atol=1e-3)
+    weights, weights_ref = grads[0::2], grads_ref[0::2]
+    for a, b in zip(weights, weights_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
+    # bias gradients: fp32 sums of the masked bf16 gradient (autocast's are bf16 sums)
+    for a, b in zip(grads[1::2], grads_ref[1::2], strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_frozen_layers_and_input_without_grad():
+    model = _model(relu_last=False)
+    for p in model.layers[0].parameters():
+        p.requires_grad_(False)
+    x = torch.randn(16, 13)
+    model(x).sum().backward()
+    assert model.layers[0].weight.grad is None and model.layers[0].bias.grad is None
+    assert model.layers[1].weight.grad is not None
+
+
+def test_float64_and_unfused_take_the_plain_path():
+    model = _model(relu_last=True).double()
+    x = torch.randn(8, 13, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,))
+    plain = _model(relu_last=True)
+    plain.fused = False
+    x32 = torch.randn(8, 13)
+    expected = x32
+    for layer in plain.layers:
+        expected = torch.relu(layer(expected))
+    torch.testing.assert_close(plain(x32), expected, rtol=0, atol=0)
