@@ -220,7 +220,10 @@ def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds:
 # Op-name patterns -> where the time goes (first match wins; self CPU time per step).
 CATEGORIES = (
     ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
-    ("MLP activations", ("threshold_backward", "clamp_min", "aten::relu")),
+    (
+        "MLP activations",
+        ("threshold_backward", "clamp_min", "aten::relu", "relu_bias_grad", "bias_grad"),
+    ),
     (
         "embedding fwd+bwd+update",
         ("fbgemm::", "split_embedding", "recsys_kernels::tbe_"),
