@@ -16,52 +16,57 @@ inline __mmask16 lanes(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
-inline __m512 widen(__m256i words) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(words), 16));
-}
+// 16 values of each element type: raw load, masking, store, and the fp32 value of the lanes.
+struct F32 {
+  using Word = float;
+  static __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  static __m512 keep(__mmask16 k, __m512 v) { return _mm512_maskz_mov_ps(k, v); }
+  static void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+  static __m512 value(__m512 v) { return v; }
+};
+struct BF16 {
+  using Word = uint16_t;
+  static __m256i load(const uint16_t* p, __mmask16 m) { return _mm256_maskz_loadu_epi16(m, p); }
+  static __m256i keep(__mmask16 k, __m256i v) { return _mm256_maskz_mov_epi16(k, v); }
+  static void store(uint16_t* p, __mmask16 m, __m256i v) { _mm256_mask_storeu_epi16(p, m, v); }
+  static __m512 value(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+};
 
-// Lanes whose ReLU output lets the gradient through: !(out <= 0), NaN included.
-inline __mmask16 passing(__m512 out, __mmask16 m) {
-  return _mm512_mask_cmp_ps_mask(m, out, _mm512_setzero_ps(), _CMP_NLE_UQ);
+template <typename T>
+void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
+  using W = typename T::Word;
+  const int64_t n = a.cols;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = r0; r < r1; ++r) {
+    const W* g = static_cast<const W*>(a.grad) + r * n;
+    const W* o = a.out != nullptr ? static_cast<const W*>(a.out) + r * n : nullptr;
+    W* dst = a.out != nullptr ? static_cast<W*>(a.masked) + r * n : nullptr;
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 m = lanes(n - c);
+      auto gv = T::load(g + c, m);
+      if (o != nullptr) {
+        // Lanes whose ReLU output lets the gradient through: !(out <= 0), NaN included.
+        const __mmask16 pass = _mm512_mask_cmp_ps_mask(m, T::value(T::load(o + c, m)), zero,
+                                                       _CMP_NLE_UQ);
+        gv = T::keep(pass, gv);
+        T::store(dst + c, m, gv);
+      }
+      _mm512_mask_storeu_ps(bias + c, m,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, bias + c), T::value(gv)));
+    }
+  }
 }
 
 }  // namespace
 
 void relu_grad_rows_f32_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  const int64_t n = a.cols;
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* g = static_cast<const float*>(a.grad) + r * n;
-    const float* o = a.out != nullptr ? static_cast<const float*>(a.out) + r * n : nullptr;
-    float* dst = a.out != nullptr ? static_cast<float*>(a.masked) + r * n : nullptr;
-    for (int64_t c = 0; c < n; c += 16) {
-      const __mmask16 m = lanes(n - c);
-      __m512 gv = _mm512_maskz_loadu_ps(m, g + c);
-      if (o != nullptr) {
-        gv = _mm512_maskz_mov_ps(passing(_mm512_maskz_loadu_ps(m, o + c), m), gv);
-        _mm512_mask_storeu_ps(dst + c, m, gv);
-      }
-      _mm512_mask_storeu_ps(bias + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, bias + c), gv));
-    }
-  }
+  rows<F32>(a, r0, r1, bias);
 }
 
 void relu_grad_rows_bf16_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  const int64_t n = a.cols;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint16_t* g = static_cast<const uint16_t*>(a.grad) + r * n;
-    const uint16_t* o = a.out != nullptr ? static_cast<const uint16_t*>(a.out) + r * n : nullptr;
-    uint16_t* dst = a.out != nullptr ? static_cast<uint16_t*>(a.masked) + r * n : nullptr;
-    for (int64_t c = 0; c < n; c += 16) {
-      const __mmask16 m = lanes(n - c);
-      __m256i gw = _mm256_maskz_loadu_epi16(m, g + c);
-      if (o != nullptr) {
-        gw = _mm256_maskz_mov_epi16(passing(widen(_mm256_maskz_loadu_epi16(m, o + c)), m), gw);
-        _mm256_mask_storeu_epi16(dst + c, m, gw);
-      }
-      _mm512_mask_storeu_ps(bias + c, m,
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, bias + c), widen(gw)));
-    }
-  }
+  rows<BF16>(a, r0, r1, bias);
 }
 
 }  // namespace recsys_kernels
