@@ -102,6 +102,7 @@ class CheckpointManager:
         if not (path / STATE_FILE).is_file():
             raise ConfigError(f"{path} is not a complete recsys checkpoint (no {STATE_FILE})")
         state = {"model": model.state_dict(), "optim": optimizer.state_dict()}
+        check_model_matches(path, state["model"])
         dcp.load(state, checkpoint_id=path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optim"])
@@ -112,6 +113,35 @@ class CheckpointManager:
         if dist.is_initialized():
             dist.barrier()
         return trainer_state
+
+
+def check_model_matches(path: Path, model_state: dict[str, Any]) -> None:
+    """A clear error, before anything is loaded, when the checkpoint at `path` lacks one of the
+    model's tensors or holds it in another shape (DCP would fail deep inside its load plan)."""
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    for name, value in model_state.items():
+        meta = saved.get(f"model.{name}")
+        if meta is None:
+            missing = sum(f"model.{n}" not in saved for n in model_state)
+            legacy = any("._mlp." in k for k in saved)
+            hint = (
+                " It was written before recsys's own MLP module (2026-11-29), whose parameters "
+                "are named `*_mlp.layers.N.*` instead of torchrec's `*_mlp._mlp.N._linear.*`."
+                if legacy
+                else ""
+            )
+            raise ConfigError(
+                f"{path} does not match this model: it has no {name!r} ({missing} of the model's "
+                f"{len(model_state)} tensors are missing).{hint} Resume with the model config and "
+                "recsys version that wrote it, or start fresh with trainer.resume=none."
+            )
+        size = getattr(meta, "size", None)
+        if size is not None and hasattr(value, "size") and tuple(size) != tuple(value.size()):
+            raise ConfigError(
+                f"{path} does not match this model: {name!r} is {tuple(size)} there and "
+                f"{tuple(value.size())} here (another model config wrote it). Resume with the "
+                "same model config, or start fresh with trainer.resume=none."
+            )
 
 
 def resolve_resume(resume: str, manager: CheckpointManager) -> Path | None:

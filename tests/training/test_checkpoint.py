@@ -74,3 +74,36 @@ def test_resume_errors_name_the_path(tmp_path, dist_env):
     model, opt = _trained(0)
     with pytest.raises(ConfigError, match="not a complete recsys checkpoint"):
         manager.load(tmp_path, model, opt)
+
+
+class _TorchrecNamedMLP(nn.Module):
+    """Parameters named the way torchrec's MLP named them (recsys before its own MLP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bottom_mlp = nn.Module()
+        self.bottom_mlp._mlp = nn.Sequential(nn.Module())
+        self.bottom_mlp._mlp[0]._linear = nn.Linear(4, 3)
+
+
+def test_checkpoint_of_another_model_gives_a_clear_error(tmp_path, dist_env):
+    from recsys.models.mlp import MLP
+
+    manager = CheckpointManager(tmp_path / "checkpoints", dist_env)
+    model, opt = _trained(0)
+    saved = manager.save(1, model, opt, {"step": 1, "world_size": 1})
+    wider = nn.Linear(4, 5)
+    with pytest.raises(ConfigError, match=r"'weight' is \(3, 4\) there and \(5, 4\) here"):
+        manager.load(saved, wider, _Optim(wider))
+    nested = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ConfigError, match=r"it has no '0.weight' \(2 of the model's 2 tensors"):
+        manager.load(saved, nested, _Optim(nested))
+
+    old = _TorchrecNamedMLP()
+    legacy = CheckpointManager(tmp_path / "legacy", dist_env).save(
+        1, old, _Optim(old), {"step": 1, "world_size": 1}
+    )
+    new = nn.Module()
+    new.bottom_mlp = MLP(4, [3])
+    with pytest.raises(ConfigError, match="written before recsys's own MLP module"):
+        manager.load(legacy, new, _Optim(new))
