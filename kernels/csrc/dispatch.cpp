@@ -95,8 +95,7 @@ DotKernels pick_dot_kernels() {
 }
 
 ReluGradKernels pick_relu_grad_kernels() {
-  if (active_isa() == Isa::kAvx512) return {relu_grad_rows_f32_avx512, relu_grad_rows_bf16_avx512};
-  return {relu_grad_rows_f32_scalar, relu_grad_rows_bf16_scalar};
+  return active_isa() == Isa::kAvx512 ? relu_grad_kernels_avx512() : relu_grad_kernels_scalar();
 }
 
 template Kernel<int32_t> pick_kernel<int32_t>();

@@ -27,10 +27,6 @@ struct DotKernels {
 DotKernels pick_dot_kernels();
 
 // The MLP bias + ReLU backward kernels of the active path (AVX-512, else portable).
-struct ReluGradKernels {
-  void (*f32)(const ReluGrad&, int64_t, int64_t, float*);
-  void (*bf16)(const ReluGrad&, int64_t, int64_t, float*);
-};
 ReluGradKernels pick_relu_grad_kernels();
 
 Isa active_isa();

@@ -22,9 +22,12 @@ struct ReluGrad {
   int64_t cols;
 };
 
-void relu_grad_rows_f32_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
-void relu_grad_rows_bf16_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
-void relu_grad_rows_f32_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
-void relu_grad_rows_bf16_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
+// The kernel of one path for rows [r0, r1), per element type.
+struct ReluGradKernels {
+  void (*f32)(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
+  void (*bf16)(const ReluGrad& a, int64_t r0, int64_t r1, float* bias);
+};
+ReluGradKernels relu_grad_kernels_scalar();
+ReluGradKernels relu_grad_kernels_avx512();
 
 }  // namespace recsys_kernels

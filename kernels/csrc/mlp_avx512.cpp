@@ -61,13 +61,7 @@ void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
 
 }  // namespace
 
-void relu_grad_rows_f32_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  rows<F32>(a, r0, r1, bias);
-}
-
-void relu_grad_rows_bf16_avx512(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  rows<BF16>(a, r0, r1, bias);
-}
+ReluGradKernels relu_grad_kernels_avx512() { return {rows<F32>, rows<BF16>}; }
 
 }  // namespace recsys_kernels
 

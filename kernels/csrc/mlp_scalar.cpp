@@ -39,11 +39,6 @@ void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* __restrict bias) {
 
 }  // namespace
 
-void relu_grad_rows_f32_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  rows<uint32_t>(a, r0, r1, bias);
-}
-void relu_grad_rows_bf16_scalar(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
-  rows<uint16_t>(a, r0, r1, bias);
-}
+ReluGradKernels relu_grad_kernels_scalar() { return {rows<uint32_t>, rows<uint16_t>}; }
 
 }  // namespace recsys_kernels
