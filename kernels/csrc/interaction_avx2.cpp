@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16.h"
 #include "interaction.h"
 
 // Everything below is compiled for this instruction set only (the headers are included above).

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16.h"
 #include "interaction.h"
 
 #define RK_NAME(base) base##_scalar

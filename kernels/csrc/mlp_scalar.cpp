@@ -4,18 +4,18 @@
 #include <cstdint>
 #include <cstring>
 
+#include "bf16.h"
 #include "mlp.h"
 
 namespace recsys_kernels {
 namespace {
 
-template <typename W>
-inline float as_float(W word) {
-  const uint32_t bits = static_cast<uint32_t>(word) << (32 - 8 * sizeof(W));
+inline float as_float(uint32_t word) {
   float f;
-  std::memcpy(&f, &bits, sizeof f);
+  std::memcpy(&f, &word, sizeof f);
   return f;
 }
+inline float as_float(uint16_t word) { return bf16_to_float(word); }
 
 template <typename W>
 void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* __restrict bias) {

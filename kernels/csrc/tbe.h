@@ -1,8 +1,7 @@
 // fbgemm's CPU table-batched embedding layout (SplitTableBatchedEmbeddingBagsCodegen), as our
-// backward operators (tbe_backward.cpp) read it: one flat weight
-// buffer, each feature's table at weights_offsets[t], its D at D_offsets[t + 1] - D_offsets[t],
-// its rows hash_size_cumsum[t + 1] - hash_size_cumsum[t]; bags as offsets [T * B + 1] into
-// indices, feature-major.
+// backward operators (tbe_backward.cpp) read it: one flat weight buffer, each feature's table at
+// weights_offsets[t], its D at D_offsets[t + 1] - D_offsets[t], its rows hash_size_cumsum[t + 1]
+// - hash_size_cumsum[t]; bags as offsets [T * B + 1] into indices, feature-major.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// Input reading and checks shared by the table-batched embedding operators (tbe.h).
+// Input reading and checks of the table-batched embedding backward operators (tbe.h).
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -16,6 +16,9 @@ def _simd_kernels() -> bool:
     return ops is not None and ops.current_isa() != "scalar"
 
 
+_KERNEL_OUT = (None, torch.bfloat16)  # output dtypes of the fused kernel (None: fp32)
+
+
 class _FusedDotPairs(torch.autograd.Function):
     """`[dense, pairs]` by the fused C++ kernel, forward and backward (fp32, CPU): each sample's
     vectors stay in L1, and no [B, n, n] Gram matrix, gathered copy or concatenation goes
@@ -125,9 +128,6 @@ class DotInteraction(nn.Module):
             pairs = _GramPairs.apply(combined, self.pairs, self.source, diagonal)  # [B, P]
             out = torch.cat([dense, pairs], dim=1)
             return out if out_dtype is None else out.to(out_dtype)
-
-
-_KERNEL_OUT = (None, torch.bfloat16)  # output dtypes of the fused kernel (None: fp32)
 
 
 def _vectors_contiguous(sparse: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """recsys's compiled C++ kernels (`kernels.ops`), for the training code that can run without them.
 
-Training uses two of them where they are faster (the fused dot interaction, the embedding
-backward); each falls back to a PyTorch or fbgemm path that gives the same values when the
-extension was not built, with one warning saying so.
+Training uses three of them where they are faster (the fused dot interaction, the embedding
+backward, the MLP layers' ReLU and bias backward); each falls back to a PyTorch or fbgemm path
+computing the same thing when the extension was not built, with one warning saying so.
 """
 
 from __future__ import annotations
