@@ -37,6 +37,11 @@ class MLP(nn.Module):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.layers[0].in_features
+        if x.dim() == 0 or x.shape[-1] != width:
+            # checked here: oneDNN's own error for this names no shape
+            raise ValueError(f"MLP expects {width} input features, got a tensor of shape "
+                             f"{tuple(x.shape)}")  # fmt: skip
         work = _fused_dtype(x) if self.fused else None
         if work is not None:
             params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
@@ -50,9 +55,9 @@ class MLP(nn.Module):
 
 
 def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype the fused path computes in for input `x` (bf16 under CPU bf16 autocast, else
-    fp32), or None when the plain path must run."""
-    if x.device.type != "cpu" or kernel_ops() is None:
+    """The dtype the fused path computes in for a [batch, features] input `x` (bf16 under CPU
+    bf16 autocast, else fp32), or None when the plain path must run."""
+    if x.device.type != "cpu" or x.dim() != 2 or kernel_ops() is None:
         return None
     if torch.is_autocast_enabled("cpu"):
         return _BF16 if torch.get_autocast_dtype("cpu") == _BF16 else None

@@ -78,3 +78,8 @@ def test_strided_input_reads_right():
 def test_bad_inputs_raise_clear_errors(grad, out, message):
     with pytest.raises(RuntimeError, match=message):
         ops.relu_bias_grad(grad, out)
+
+
+def test_bias_grad_rejects_a_non_matrix():
+    with pytest.raises(RuntimeError, match="bias_grad: grad must be a 2-D float32 or bfloat16"):
+        ops.bias_grad(torch.zeros(3))

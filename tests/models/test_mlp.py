@@ -81,3 +81,23 @@ def test_float64_and_unfused_take_the_plain_path():
     for layer in plain.layers:
         expected = torch.relu(layer(expected))
     torch.testing.assert_close(plain(x32), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_wrong_input_width_is_a_clear_error(fused, bf16):
+    model = _model(relu_last=True)
+    model.fused = fused
+    with (
+        pytest.raises(ValueError, match=r"MLP expects 13 input features, got .* \(5, 12\)"),
+        torch.autocast("cpu", torch.bfloat16, enabled=bf16),
+    ):
+        model(torch.randn(5, 12))
+
+
+def test_batched_3d_input_takes_the_plain_path():
+    model = _model(relu_last=False)
+    x = torch.randn(2, 3, 13)
+    out = model(x)
+    assert out.shape == (2, 3, 5)
+    torch.testing.assert_close(out[1], model(x[1]), rtol=1e-6, atol=1e-6)
