@@ -219,7 +219,7 @@ def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds:
 
 # Op-name patterns -> where the time goes (first match wins; self CPU time per step).
 CATEGORIES = (
-    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
+    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn", "mlp_head")),
     (
         "MLP activations",
         ("threshold_backward", "clamp_min", "aten::relu", "relu_bias_grad", "bias_grad"),

@@ -181,10 +181,33 @@ def relu_bias_grad(grad: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor,
     return _ops.relu_bias_grad(grad, out)
 
 
+def relu_bias_grad_(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`relu_bias_grad` writing the masked gradient over `grad` (contiguous) instead of a new
+    tensor: for a gradient nothing else holds. Returns the bias gradient."""
+    return _ops.relu_bias_grad_(grad, out)
+
+
 def bias_grad(grad: torch.Tensor) -> torch.Tensor:
     """Column sums of grad [B, N] (float32 or bfloat16) in fp32: a Linear layer's bias
     gradient; same summation order as `relu_bias_grad`."""
     return _ops.bias_grad(grad)
+
+
+def mlp_head_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A width-1 Linear layer, `x @ weight.T + bias` for x [B, K] (float32 or bfloat16) and
+    weight [1, K]: one dot product per row, summed in fp32; [B, 1] in x's dtype."""
+    return _ops.mlp_head_forward(x, weight, bias)
+
+
+def mlp_head_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, relu: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of `mlp_head_forward` for its output gradient `grad` [B, 1] (x's dtype), in one
+    pass over x: (grad_x [B, K] in x's dtype, zero where `relu` and x <= 0, i.e. the gradient
+    through the ReLU of the layer that produced x; its column sums in fp32, that layer's bias
+    gradient; the weight gradient [1, K] in fp32). The head's own bias gradient is
+    `bias_grad(grad)`."""
+    return _ops.mlp_head_backward(grad, x, weight, relu)
 
 
 def set_isa(name: str) -> str:
@@ -252,6 +275,26 @@ def _fake_relu_bias_grad(grad, out):
     return torch.empty_like(grad), grad.new_empty((grad.shape[1],), dtype=torch.float32)
 
 
+@torch.library.register_fake("recsys_kernels::relu_bias_grad_")
+def _fake_relu_bias_grad_(grad, out):
+    return grad.new_empty((grad.shape[1],), dtype=torch.float32)
+
+
 @torch.library.register_fake("recsys_kernels::bias_grad")
 def _fake_bias_grad(grad):
     return grad.new_empty((grad.shape[1],), dtype=torch.float32)
+
+
+@torch.library.register_fake("recsys_kernels::mlp_head_forward")
+def _fake_head_forward(x, weight, bias):
+    return x.new_empty((x.shape[0], 1))
+
+
+@torch.library.register_fake("recsys_kernels::mlp_head_backward")
+def _fake_head_backward(grad, x, weight, relu):
+    f32 = torch.float32
+    return (
+        torch.empty_like(x),
+        x.new_empty((x.shape[1],), dtype=f32),
+        x.new_empty((1, x.shape[1]), dtype=f32),
+    )

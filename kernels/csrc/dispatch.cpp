@@ -98,6 +98,10 @@ ReluGradKernels pick_relu_grad_kernels() {
   return active_isa() == Isa::kAvx512 ? relu_grad_kernels_avx512() : relu_grad_kernels_scalar();
 }
 
+HeadKernels pick_head_kernels() {
+  return active_isa() == Isa::kAvx512 ? head_kernels_avx512() : head_kernels_scalar();
+}
+
 template Kernel<int32_t> pick_kernel<int32_t>();
 template Kernel<int64_t> pick_kernel<int64_t>();
 

@@ -29,6 +29,9 @@ DotKernels pick_dot_kernels();
 // The MLP bias + ReLU backward kernels of the active path (AVX-512, else portable).
 ReluGradKernels pick_relu_grad_kernels();
 
+// The MLP width-1 last-layer kernels of the active path (AVX-512, else portable).
+HeadKernels pick_head_kernels();
+
 Isa active_isa();
 std::string set_isa(const std::string& name);
 std::string current_isa();

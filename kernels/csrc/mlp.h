@@ -18,7 +18,7 @@ namespace recsys_kernels {
 struct ReluGrad {
   const void* grad;
   const void* out;
-  void* masked;
+  void* masked;  // may be grad itself (masked in place)
   int64_t cols;
 };
 
@@ -29,5 +29,30 @@ struct ReluGradKernels {
 };
 ReluGradKernels relu_grad_kernels_scalar();
 ReluGradKernels relu_grad_kernels_avx512();
+
+// A last layer of width 1 (DLRM's logit: "the head"). As a GEMM its N is 1, which GEMM
+// libraries run as a slow special case (three ops of ~0.2 ms each at 2048 x 256 on 2 cores for
+// what is one pass over x); here the forward is a dot product per row and the backward one pass
+// over x that also does the ReLU backward of the layer below (x is that layer's output).
+struct Head {
+  const void* x;      // [rows, cols] row-major: the head's input, fp32 or bf16 words
+  const float* w;     // [cols] the head's weight row, in fp32
+  const float* grad;  // backward: [rows] gradient of the head's output, in fp32
+  void* grad_x;       // backward: [rows, cols] gradient of x, written in x's type
+  bool relu;          // backward: x is a ReLU output: grad_x = 0 where x <= 0 (NaN x: kept)
+  int64_t cols;
+};
+
+struct HeadKernels {
+  // y[r] = sum_c x[r][c] * w[c] in fp32, rows [r0, r1).
+  void (*forward_f32)(const Head& h, int64_t r0, int64_t r1, float* y);
+  void (*forward_bf16)(const Head& h, int64_t r0, int64_t r1, float* y);
+  // grad_x[r][c] = grad[r] * w[c] rounded to x's type (0 where relu and x[r][c] <= 0);
+  // x_bias[c] += grad_x[r][c] as stored; w_grad[c] += grad[r] * x[r][c]; rows [r0, r1) in order.
+  void (*backward_f32)(const Head& h, int64_t r0, int64_t r1, float* w_grad, float* x_bias);
+  void (*backward_bf16)(const Head& h, int64_t r0, int64_t r1, float* w_grad, float* x_bias);
+};
+HeadKernels head_kernels_scalar();
+HeadKernels head_kernels_avx512();
 
 }  // namespace recsys_kernels

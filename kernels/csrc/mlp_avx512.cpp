@@ -1,5 +1,6 @@
-// MLP bias + ReLU backward (mlp.h) with AVX-512: 16 columns per step, masked loads and stores
-// for the last partial step; bf16 words widened to fp32 by a shift (exact).
+// MLP kernels (mlp.h) with AVX-512: the bias + ReLU backward and the width-1 last layer. 16
+// columns per step, masked loads and stores for the last partial step; bf16 words widened to
+// fp32 by a shift (exact) and rounded back to nearest even.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -23,6 +24,7 @@ struct F32 {
   static __m512 keep(__mmask16 k, __m512 v) { return _mm512_maskz_mov_ps(k, v); }
   static void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
   static __m512 value(__m512 v) { return v; }
+  static __m512 from_float(__m512 v) { return v; }
 };
 struct BF16 {
   using Word = uint16_t;
@@ -31,6 +33,16 @@ struct BF16 {
   static void store(uint16_t* p, __mmask16 m, __m256i v) { _mm256_mask_storeu_epi16(p, m, v); }
   static __m512 value(__m256i v) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+  // Rounded to nearest even, NaN -> 0xffff: float_to_bf16 (bf16.h), 16 lanes at a time.
+  static __m256i from_float(__m512 v) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                              _mm512_set1_epi32(0xffff));
+    return _mm512_cvtepi32_epi16(r);
   }
 };
 
@@ -59,9 +71,53 @@ void rows(const ReluGrad& a, int64_t r0, int64_t r1, float* bias) {
   }
 }
 
+template <typename T>
+void head_forward(const Head& h, int64_t r0, int64_t r1, float* y) {
+  using W = typename T::Word;
+  const int64_t n = h.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const W* x = static_cast<const W*>(h.x) + r * n;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 m = lanes(n - c);
+      acc = _mm512_fmadd_ps(T::value(T::load(x + c, m)), _mm512_maskz_loadu_ps(m, h.w + c), acc);
+    }
+    y[r] = _mm512_reduce_add_ps(acc);
+  }
+}
+
+template <typename T>
+void head_backward(const Head& h, int64_t r0, int64_t r1, float* w_grad, float* x_bias) {
+  using W = typename T::Word;
+  const int64_t n = h.cols;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = r0; r < r1; ++r) {
+    const W* x = static_cast<const W*>(h.x) + r * n;
+    W* gx = static_cast<W*>(h.grad_x) + r * n;
+    const __m512 g = _mm512_set1_ps(h.grad[r]);
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 m = lanes(n - c);
+      const __m512 xv = T::value(T::load(x + c, m));
+      _mm512_mask_storeu_ps(w_grad + c, m,
+                            _mm512_fmadd_ps(g, xv, _mm512_maskz_loadu_ps(m, w_grad + c)));
+      // !(x <= 0): a NaN x lets the gradient through, as threshold_backward does.
+      const __mmask16 keep = h.relu ? _mm512_mask_cmp_ps_mask(m, xv, zero, _CMP_NLE_UQ) : m;
+      const __m512 product = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, h.w + c));
+      const auto word = T::keep(keep, T::from_float(product));
+      T::store(gx + c, m, word);
+      _mm512_mask_storeu_ps(x_bias + c, m,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, x_bias + c), T::value(word)));
+    }
+  }
+}
+
 }  // namespace
 
 ReluGradKernels relu_grad_kernels_avx512() { return {rows<F32>, rows<BF16>}; }
+
+HeadKernels head_kernels_avx512() {
+  return {head_forward<F32>, head_forward<BF16>, head_backward<F32>, head_backward<BF16>};
+}
 
 }  // namespace recsys_kernels
 

@@ -4,11 +4,16 @@ On CPU the whole stack runs as one autograd node (`_FusedMLP`) instead of two to
 layer: under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
 `mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits), in fp32 the ReLU runs in
 place; in the backward one C++ pass per layer masks the gradient with the ReLU output and sums
-the bias gradient in fp32 (`recsys_kernels::relu_bias_grad`), where PyTorch takes two to three
-passes (threshold_backward, a bf16 -> fp32 copy, sum). Weight gradients are the same GEMMs
-autograd runs, so they equal the plain path's bit for bit; the bias gradient is an fp32 sum
-(autocast's is a bf16 one). Other devices, dtypes and a build without the kernels take the plain
-path (`fused=False` forces it).
+the bias gradient in fp32 (`recsys_kernels::relu_bias_grad`, in place on the gradients this
+backward made itself), where PyTorch takes two to three passes (threshold_backward, a bf16 ->
+fp32 copy, sum). Weight gradients are the same GEMMs autograd runs, so they equal the plain
+path's bit for bit; the bias gradient is an fp32 sum (autocast's is a bf16 one). A width-1 last
+layer (DLRM's logit) is not a GEMM here: its forward is one dot product per row and its backward
+one pass over its input that also does the ReLU backward of the layer below
+(`recsys_kernels::mlp_head_*`); its output and weight gradient are fp32 sums in another order
+than the GEMM's (the logit within a bf16 rounding step of oneDNN's), its input gradient the
+same products. Other devices, dtypes and a build without the kernels take the plain path
+(`fused=False` forces it).
 """
 
 from __future__ import annotations
@@ -67,9 +72,14 @@ def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
 class _FusedMLP(torch.autograd.Function):
     """The MLP's forward and backward as one autograd node (see the module docstring)."""
 
+    heads = True  # a width-1 last layer on the head kernels (False: as a GEMM, for A/B checks)
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
         n = len(params) // 2
+        ops = kernel_ops()
+        # A width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM.
+        ctx.head = params[-2].shape[0] == 1 and _FusedMLP.heads
         with torch.autocast("cpu", enabled=False):
             weights = [p.to(work) for p in params[0::2]]
             biases = [p.to(work) for p in params[1::2]]
@@ -77,7 +87,11 @@ class _FusedMLP(torch.autograd.Function):
             acts = [h]  # each layer's input, then the last layer's output
             for i in range(n):
                 relu = i < n - 1 or relu_last
-                if work == _BF16:
+                if ctx.head and i == n - 1:
+                    h = ops.mlp_head_forward(h, weights[i], biases[i])
+                    if relu:
+                        h.relu_()
+                elif work == _BF16:
                     h = torch.ops.mkldnn._linear_pointwise(
                         h, weights[i], biases[i], "relu" if relu else "none", [], ""
                     )
@@ -100,16 +114,34 @@ class _FusedMLP(torch.autograd.Function):
         needs = ctx.needs_input_grad
         grads: list[torch.Tensor | None] = [None] * (2 * n)
         g = grad.to(acts[-1].dtype)
+        carried = None  # (masked gradient, bias gradient) of a layer, from the head's pass
+        owned = False  # g is a temporary of this backward (masked in place), not autograd's
         for i in reversed(range(n)):
-            if i < n - 1 or ctx.relu_last:
+            if carried is not None:
+                g, bias_grad = carried
+                carried = None
+            elif (i < n - 1 or ctx.relu_last) and owned:
+                bias_grad = ops.relu_bias_grad_(g, acts[i + 1])
+            elif i < n - 1 or ctx.relu_last:
                 g, bias_grad = ops.relu_bias_grad(g, acts[i + 1])
             else:
                 bias_grad = ops.bias_grad(g)
-            if needs[3 + 2 * i]:
-                grads[2 * i] = torch.mm(g.t(), acts[i]).to(ctx.param_dtypes[2 * i])
             if needs[4 + 2 * i]:
                 grads[2 * i + 1] = bias_grad.to(ctx.param_dtypes[2 * i + 1])
+            if ctx.head and i == n - 1:
+                # One pass over the head's input: its gradient (through the ReLU of the layer
+                # below, whose bias gradient comes with it) and the weight gradient.
+                g_x, below_bias, w_grad = ops.mlp_head_backward(g, acts[i], weights[i], i > 0)
+                if needs[3 + 2 * i]:
+                    grads[2 * i] = w_grad.to(ctx.param_dtypes[2 * i])
+                g = g_x
+                if i > 0:
+                    carried = (g_x, below_bias)
+                continue
+            if needs[3 + 2 * i]:
+                grads[2 * i] = torch.mm(g.t(), acts[i]).to(ctx.param_dtypes[2 * i])
             if i > 0 or needs[0]:
                 g = torch.mm(g, weights[i])
+                owned = True
         grad_x = g.to(ctx.x_dtype) if needs[0] else None
         return grad_x, None, None, *grads

@@ -101,3 +101,56 @@ def test_batched_3d_input_takes_the_plain_path():
     out = model(x)
     assert out.shape == (2, 3, 5)
     torch.testing.assert_close(out[1], model(x[1]), rtol=1e-6, atol=1e-6)
+
+
+# A width-1 last layer (DLRM's logit) runs on the head kernels inside the fused path.
+
+
+def _head_model(sizes: list[int], relu_last: bool = False) -> MLP:
+    torch.manual_seed(3)
+    return MLP(13, sizes, relu_last=relu_last)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "relu_last"), [([64, 32, 1], False), ([64, 32, 1], True), ([1], False)]
+)
+def test_fp32_head_equals_float64_reference(sizes, relu_last):
+    model = _head_model(sizes, relu_last)
+    x = torch.randn(300, 13, generator=torch.Generator().manual_seed(4))
+    y, gx, grads = _run(model, x, fused=True, bf16=False)
+    y64, gx64, grads64 = _run(copy.deepcopy(model).double(), x.double(), fused=False, bf16=False)
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx.double(), gx64, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, grads64, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_head_matches_autocast_plain_path():
+    model = _head_model([64, 32, 1])
+    x = torch.randn(512, 13, generator=torch.Generator().manual_seed(5))
+    y, gx, grads = _run(model, x, fused=True, bf16=True)
+    y_ref, gx_ref, grads_ref = _run(model, x, fused=False, bf16=True)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    # the hidden layers are the same oneDNN GEMMs; the logit is an fp32 dot product rounded
+    # once to bf16 (oneDNN sums in another order): at most one bf16 step apart
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2**-7, atol=1e-6)
+    torch.testing.assert_close(gx, gx_ref, rtol=2e-2, atol=1e-3)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_head_kernels_and_gemm_head_agree():
+    from recsys.models.mlp import _FusedMLP
+
+    model = _head_model([64, 32, 1])
+    x = torch.randn(200, 13, generator=torch.Generator().manual_seed(6))
+    y, gx, grads = _run(model, x, fused=True, bf16=False)
+    _FusedMLP.heads = False
+    try:
+        y_gemm, gx_gemm, grads_gemm = _run(model, x, fused=True, bf16=False)
+    finally:
+        _FusedMLP.heads = True
+    torch.testing.assert_close(y, y_gemm, rtol=1e-6, atol=1e-6)
+    assert torch.equal(gx, gx_gemm)  # every input gradient product is the same fp32 product
+    for a, b in zip(grads, grads_gemm, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
