@@ -27,6 +27,7 @@ SOURCES = [
     "mlp_ops.cpp",
     "mlp_scalar.cpp",
     "mlp_avx512.cpp",
+    "mlp_stack.cpp",
 ]
 
 

@@ -210,6 +210,40 @@ def mlp_head_backward(
     return _ops.mlp_head_backward(grad, x, weight, relu)
 
 
+def mlp_forward(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    relu_last: bool,
+    bf16: bool,
+    head: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """A stack of Linear layers with ReLU between them (and after the last when `relu_last`),
+    computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (addmm), a width-1 last layer
+    on `mlp_head_forward` when `head`: (output, [x, each layer's output] in the working dtype,
+    the weights cast to it), what `mlp_backward` takes."""
+    return _ops.mlp_forward(x, weights, biases, relu_last, bf16, head)
+
+
+def mlp_backward(
+    grad: torch.Tensor,
+    acts: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    relu_last: bool,
+    head: bool,
+    needs: Sequence[bool],
+    need_x: bool,
+    param_dtype: torch.dtype,
+    x_dtype: torch.dtype,
+) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
+    """Backward of `mlp_forward`: (input gradient in x_dtype or None unless `need_x`,
+    [weight 0, bias 0, weight 1, ...] gradients in param_dtype, None where `needs` is False).
+    Bias gradients are fp32 sums (`relu_bias_grad`); weight gradients the GEMMs autograd runs."""
+    return _ops.mlp_backward(
+        grad, acts, weights, relu_last, head, [int(b) for b in needs], need_x, param_dtype, x_dtype
+    )
+
+
 def set_isa(name: str) -> str:
     """Force a kernel path ('avx512', 'avx2', 'scalar' or 'auto'); never above what the CPU
     has. Returns the path in use. RECSYS_KERNELS_ISA sets the same at start-up."""
@@ -278,6 +312,21 @@ def _fake_relu_bias_grad(grad, out):
 @torch.library.register_fake("recsys_kernels::relu_bias_grad_")
 def _fake_relu_bias_grad_(grad, out):
     return grad.new_empty((grad.shape[1],), dtype=torch.float32)
+
+
+@torch.library.register_fake("recsys_kernels::mlp_forward")
+def _fake_mlp_forward(x, weights, biases, relu_last, bf16, head):
+    work = torch.bfloat16 if bf16 else torch.float32
+    acts = [x.new_empty(x.shape, dtype=work)]
+    acts += [x.new_empty((x.shape[0], w.shape[0]), dtype=work) for w in weights]
+    return acts[-1].clone(), acts, [w.new_empty(w.shape, dtype=work) for w in weights]
+
+
+@torch.library.register_fake("recsys_kernels::mlp_backward")
+def _fake_mlp_backward(grad, acts, weights, relu_last, head, needs, need_x, param_dtype, x_dtype):
+    params = [t for w in weights for t in (w, w[:, 0])]
+    grads = [p.new_empty(p.shape, dtype=param_dtype) for p in params]
+    return acts[0].new_empty(acts[0].shape, dtype=x_dtype), grads
 
 
 @torch.library.register_fake("recsys_kernels::bias_grad")

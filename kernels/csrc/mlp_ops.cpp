@@ -12,6 +12,7 @@
 #include "bf16.h"
 #include "dispatch.h"
 #include "mlp.h"
+#include "mlp_ops.h"
 
 namespace recsys_kernels {
 namespace {

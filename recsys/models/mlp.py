@@ -48,8 +48,8 @@ class MLP(nn.Module):
             raise ValueError(f"MLP expects {width} input features, got a tensor of shape "
                              f"{tuple(x.shape)}")  # fmt: skip
         work = _fused_dtype(x) if self.fused else None
-        if work is not None:
-            params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        if work is not None and len({p.dtype for p in params}) == 1:
             return _FusedMLP.apply(x, work, self.relu_last, *params)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -76,72 +76,24 @@ class _FusedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
-        n = len(params) // 2
-        ops = kernel_ops()
         # A width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM.
         ctx.head = params[-2].shape[0] == 1 and _FusedMLP.heads
         with torch.autocast("cpu", enabled=False):
-            weights = [p.to(work) for p in params[0::2]]
-            biases = [p.to(work) for p in params[1::2]]
-            h = x.to(work)
-            acts = [h]  # each layer's input, then the last layer's output
-            for i in range(n):
-                relu = i < n - 1 or relu_last
-                if ctx.head and i == n - 1:
-                    h = ops.mlp_head_forward(h, weights[i], biases[i])
-                    if relu:
-                        h.relu_()
-                elif work == _BF16:
-                    h = torch.ops.mkldnn._linear_pointwise(
-                        h, weights[i], biases[i], "relu" if relu else "none", [], ""
-                    )
-                else:
-                    h = torch.addmm(biases[i], h, weights[i].t())
-                    if relu:
-                        h.relu_()
-                acts.append(h)
-        ctx.relu_last, ctx.x_dtype = relu_last, x.dtype
-        ctx.param_dtypes = [p.dtype for p in params]
+            out, acts, weights = kernel_ops().mlp_forward(
+                x, params[0::2], params[1::2], relu_last, work == _BF16, ctx.head
+            )
+        ctx.relu_last, ctx.x_dtype, ctx.param_dtype = relu_last, x.dtype, params[0].dtype
         ctx.save_for_backward(*acts, *weights)
-        return h
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         saved = ctx.saved_tensors
-        n = len(ctx.param_dtypes) // 2
+        n = len(saved) // 2  # n + 1 activations, n weights
         acts, weights = saved[: n + 1], saved[n + 1 :]
-        ops = kernel_ops()
         needs = ctx.needs_input_grad
-        grads: list[torch.Tensor | None] = [None] * (2 * n)
-        g = grad.to(acts[-1].dtype)
-        carried = None  # (masked gradient, bias gradient) of a layer, from the head's pass
-        owned = False  # g is a temporary of this backward (masked in place), not autograd's
-        for i in reversed(range(n)):
-            if carried is not None:
-                g, bias_grad = carried
-                carried = None
-            elif (i < n - 1 or ctx.relu_last) and owned:
-                bias_grad = ops.relu_bias_grad_(g, acts[i + 1])
-            elif i < n - 1 or ctx.relu_last:
-                g, bias_grad = ops.relu_bias_grad(g, acts[i + 1])
-            else:
-                bias_grad = ops.bias_grad(g)
-            if needs[4 + 2 * i]:
-                grads[2 * i + 1] = bias_grad.to(ctx.param_dtypes[2 * i + 1])
-            if ctx.head and i == n - 1:
-                # One pass over the head's input: its gradient (through the ReLU of the layer
-                # below, whose bias gradient comes with it) and the weight gradient.
-                g_x, below_bias, w_grad = ops.mlp_head_backward(g, acts[i], weights[i], i > 0)
-                if needs[3 + 2 * i]:
-                    grads[2 * i] = w_grad.to(ctx.param_dtypes[2 * i])
-                g = g_x
-                if i > 0:
-                    carried = (g_x, below_bias)
-                continue
-            if needs[3 + 2 * i]:
-                grads[2 * i] = torch.mm(g.t(), acts[i]).to(ctx.param_dtypes[2 * i])
-            if i > 0 or needs[0]:
-                g = torch.mm(g, weights[i])
-                owned = True
-        grad_x = g.to(ctx.x_dtype) if needs[0] else None
+        grad_x, grads = kernel_ops().mlp_backward(
+            grad, acts, weights, ctx.relu_last, ctx.head, needs[3:], needs[0], ctx.param_dtype,
+            ctx.x_dtype,
+        )  # fmt: skip
         return grad_x, None, None, *grads

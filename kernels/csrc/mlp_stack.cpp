@@ -1,0 +1,145 @@
+// A whole MLP stack's forward and backward as two operators (recsys.models.mlp's fused path):
+// the layer loop of one autograd node, in C++ so a step pays no Python and no per-op
+// dispatch from Python for its ~60 layer operations (a few us each).
+//
+// Forward: the weights and biases cast to the working dtype (bf16 under autocast, else fp32);
+// per layer oneDNN's GEMM with bias and ReLU in its epilogue (bf16) or addmm + in-place ReLU
+// (fp32); a width-1 last layer on the head kernel. Backward: per layer the ReLU mask and bias
+// sum in one pass (in place on the gradients made here), then the weight and input gradient
+// GEMMs; a width-1 last layer in one pass over its input (mlp.h).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "mlp_ops.h"
+
+namespace recsys_kernels {
+namespace {
+
+// oneDNN's linear with bias and (optionally) ReLU fused: mkldnn::_linear_pointwise, called
+// boxed (its C++ signature is not in the installed headers).
+at::Tensor linear_pointwise(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                            bool relu) {
+  static const c10::OperatorHandle op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  torch::jit::Stack stack;
+  stack.reserve(6);
+  stack.emplace_back(x);
+  stack.emplace_back(w);
+  stack.emplace_back(b);
+  stack.emplace_back(std::string(relu ? "relu" : "none"));
+  stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+  stack.emplace_back(c10::IValue());
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+std::vector<at::Tensor> cast_all(at::TensorList ts, at::ScalarType dtype) {
+  std::vector<at::Tensor> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) out.push_back(t.to(dtype));
+  return out;
+}
+
+}  // namespace
+
+// -> (output, [input, each layer's output], weights in the working dtype).
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_forward(
+    const at::Tensor& x, at::TensorList weights, at::TensorList biases, bool relu_last,
+    bool bf16, bool head) {
+  const int64_t n = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(n > 0 && static_cast<int64_t>(biases.size()) == n,
+              "recsys_kernels.mlp_forward: one bias per weight, got ", n, " weights and ",
+              biases.size(), " biases");
+  const at::ScalarType work = bf16 ? at::kBFloat16 : at::kFloat;
+  std::vector<at::Tensor> w = cast_all(weights, work), b = cast_all(biases, work);
+  std::vector<at::Tensor> acts;  // each layer's input, then the last layer's output
+  acts.reserve(n + 1);
+  at::Tensor h = x.to(work);
+  acts.push_back(h);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool relu = i < n - 1 || relu_last;
+    if (head && i == n - 1) {
+      h = mlp_head_forward(h, w[i], b[i]);
+      if (relu) h.relu_();
+    } else if (bf16) {
+      h = linear_pointwise(h, w[i], b[i], relu);
+    } else {
+      h = at::addmm(b[i], h, w[i].t());
+      if (relu) h.relu_();
+    }
+    acts.push_back(h);
+  }
+  return {h, acts, w};
+}
+
+// -> (input gradient (undefined unless need_x), [weight 0, bias 0, weight 1, ...] gradients in
+// param_dtype, undefined where needs[k] is 0).
+std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
+    const at::Tensor& grad, at::TensorList acts, at::TensorList weights, bool relu_last,
+    bool head, at::IntArrayRef needs, bool need_x, at::ScalarType param_dtype,
+    at::ScalarType x_dtype) {
+  const int64_t n = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(static_cast<int64_t>(acts.size()) == n + 1 &&
+                  static_cast<int64_t>(needs.size()) == 2 * n,
+              "recsys_kernels.mlp_backward: expected ", n + 1, " activations and ", 2 * n,
+              " flags for ", n, " layers, got ", acts.size(), " and ", needs.size());
+  std::vector<at::Tensor> grads(static_cast<size_t>(2 * n));
+  at::Tensor g = grad.to(acts[n].scalar_type());
+  bool owned = false;  // g is a gradient made here (masked in place), not autograd's
+  at::Tensor carried, carried_bias;  // a layer's masked gradient and bias gradient (head pass)
+  for (int64_t i = n - 1; i >= 0; --i) {
+    at::Tensor bias;
+    if (carried.defined()) {
+      g = carried;
+      bias = carried_bias;
+      carried = at::Tensor();
+    } else if (i < n - 1 || relu_last) {
+      if (owned) {
+        bias = relu_bias_grad_(g, acts[i + 1]);
+      } else {
+        std::tie(g, bias) = relu_bias_grad(g, acts[i + 1]);
+      }
+    } else {
+      bias = bias_grad(g);
+    }
+    if (needs[2 * i + 1]) grads[2 * i + 1] = bias.to(param_dtype);
+    if (head && i == n - 1) {
+      auto [g_x, below_bias, w_grad] = mlp_head_backward(g, acts[i], weights[i], i > 0);
+      if (needs[2 * i]) grads[2 * i] = w_grad.to(param_dtype);
+      g = g_x;
+      if (i > 0) {
+        carried = g_x;
+        carried_bias = below_bias;
+      }
+      continue;
+    }
+    if (needs[2 * i]) grads[2 * i] = at::mm(g.t(), acts[i]).to(param_dtype);
+    if (i > 0 || need_x) {
+      g = at::mm(g, weights[i]);
+      owned = true;
+    }
+  }
+  return {need_x ? g.to(x_dtype) : at::Tensor(), grads};
+}
+
+}  // namespace recsys_kernels
+
+TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
+  m.def(
+      "mlp_forward(Tensor x, Tensor[] weights, Tensor[] biases, bool relu_last, bool bf16, "
+      "bool head) -> (Tensor, Tensor[], Tensor[])");
+  m.def(
+      "mlp_backward(Tensor grad, Tensor[] acts, Tensor[] weights, bool relu_last, bool head, "
+      "int[] needs, bool need_x, ScalarType param_dtype, ScalarType x_dtype) -> "
+      "(Tensor, Tensor[])");
+}
+
+TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {
+  m.impl("mlp_forward", recsys_kernels::mlp_forward);
+  m.impl("mlp_backward", recsys_kernels::mlp_backward);
+}
