@@ -193,6 +193,12 @@ def bias_grad(grad: torch.Tensor) -> torch.Tensor:
     return _ops.bias_grad(grad)
 
 
+def bias_act_(out: torch.Tensor, bias: torch.Tensor, relu: bool) -> torch.Tensor:
+    """`out += bias` (broadcast over rows), then ReLU when `relu`, in place, in one pass: a fp32
+    layer's epilogue after its GEMM. out: contiguous [B, N] float32; bias: [N]."""
+    return _ops.bias_act_(out, bias, relu)
+
+
 def mlp_head_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A width-1 Linear layer, `x @ weight.T + bias` for x [B, K] (float32 or bfloat16) and
     weight [1, K]: one dot product per row, summed in fp32; [B, 1] in x's dtype."""
@@ -332,6 +338,11 @@ def _fake_mlp_backward(grad, acts, weights, relu_last, head, needs, need_x, para
 @torch.library.register_fake("recsys_kernels::bias_grad")
 def _fake_bias_grad(grad):
     return grad.new_empty((grad.shape[1],), dtype=torch.float32)
+
+
+@torch.library.register_fake("recsys_kernels::bias_act_")
+def _fake_bias_act_(out, bias, relu):
+    return out
 
 
 @torch.library.register_fake("recsys_kernels::mlp_head_forward")

@@ -98,6 +98,10 @@ ReluGradKernels pick_relu_grad_kernels() {
   return active_isa() == Isa::kAvx512 ? relu_grad_kernels_avx512() : relu_grad_kernels_scalar();
 }
 
+BiasActKernel pick_bias_act_kernel() {
+  return active_isa() == Isa::kAvx512 ? bias_act_kernel_avx512() : bias_act_kernel_scalar();
+}
+
 HeadKernels pick_head_kernels() {
   return active_isa() == Isa::kAvx512 ? head_kernels_avx512() : head_kernels_scalar();
 }

@@ -31,6 +31,7 @@ ReluGradKernels pick_relu_grad_kernels();
 
 // The MLP width-1 last-layer kernels of the active path (AVX-512, else portable).
 HeadKernels pick_head_kernels();
+BiasActKernel pick_bias_act_kernel();
 
 Isa active_isa();
 std::string set_isa(const std::string& name);

@@ -55,4 +55,12 @@ struct HeadKernels {
 HeadKernels head_kernels_scalar();
 HeadKernels head_kernels_avx512();
 
+// A layer's bias (and ReLU) after its fp32 GEMM, in place: out[r][c] = out[r][c] + bias[c], then
+// max(., 0) when relu (a NaN stays NaN, as torch.relu), rows [r0, r1). One pass instead of
+// addmm's copy of the broadcast bias into the output before the GEMM plus a ReLU pass.
+using BiasActKernel = void (*)(float* out, const float* bias, int64_t cols, bool relu, int64_t r0,
+                               int64_t r1);
+BiasActKernel bias_act_kernel_scalar();
+BiasActKernel bias_act_kernel_avx512();
+
 }  // namespace recsys_kernels

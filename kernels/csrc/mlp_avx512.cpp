@@ -111,7 +111,22 @@ void head_backward(const Head& h, int64_t r0, int64_t r1, float* w_grad, float* 
   }
 }
 
+void bias_act(float* out, const float* bias, int64_t cols, bool relu, int64_t r0, int64_t r1) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = r0; r < r1; ++r) {
+    float* o = out + r * cols;
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 m = lanes(cols - c);
+      __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o + c), _mm512_maskz_loadu_ps(m, bias + c));
+      if (relu) v = _mm512_max_ps(zero, v);  // the second operand when either is NaN: NaN kept
+      _mm512_mask_storeu_ps(o + c, m, v);
+    }
+  }
+}
+
 }  // namespace
+
+BiasActKernel bias_act_kernel_avx512() { return bias_act; }
 
 ReluGradKernels relu_grad_kernels_avx512() { return {rows<F32>, rows<BF16>}; }
 

@@ -107,6 +107,24 @@ at::Tensor bias_grad(const at::Tensor& grad_in) {
   return column_sums(grad_in.contiguous(), nullptr, nullptr);
 }
 
+at::Tensor& bias_act_(at::Tensor& out, const at::Tensor& bias_in, bool relu) {
+  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.scalar_type() == at::kFloat &&
+                  out.device().is_cpu(),
+              "recsys_kernels.bias_act_: out must be a contiguous 2-D float32 CPU tensor, got ",
+              out.scalar_type(), " ", out.sizes());
+  TORCH_CHECK(bias_in.dim() == 1 && bias_in.size(0) == out.size(1) && bias_in.device().is_cpu(),
+              "recsys_kernels.bias_act_: bias must be [", out.size(1), "], got ", bias_in.sizes());
+  const at::Tensor bias = bias_in.to(at::kFloat).contiguous();
+  const int64_t cols = out.size(1);
+  const auto kernel = pick_bias_act_kernel();
+  float* o = out.data_ptr<float>();
+  const float* b = bias.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cols));
+  at::parallel_for(0, out.size(0), grain,
+                   [&](int64_t r0, int64_t r1) { kernel(o, b, cols, relu, r0, r1); });
+  return out;
+}
+
 at::Tensor mlp_head_forward(const at::Tensor& x_in, const at::Tensor& weight,
                             const at::Tensor& bias) {
   check_grad(x_in, "mlp_head_forward", "x");
@@ -164,6 +182,7 @@ TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
   m.def("relu_bias_grad(Tensor grad, Tensor out) -> (Tensor, Tensor)");
   m.def("relu_bias_grad_(Tensor(a!) grad, Tensor out) -> Tensor");
   m.def("bias_grad(Tensor grad) -> Tensor");
+  m.def("bias_act_(Tensor(a!) out, Tensor bias, bool relu) -> Tensor(a!)");
   m.def("mlp_head_forward(Tensor x, Tensor weight, Tensor bias) -> Tensor");
   m.def(
       "mlp_head_backward(Tensor grad, Tensor x, Tensor weight, bool relu) -> "
@@ -174,6 +193,7 @@ TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {
   m.impl("relu_bias_grad", recsys_kernels::relu_bias_grad);
   m.impl("relu_bias_grad_", recsys_kernels::relu_bias_grad_);
   m.impl("bias_grad", recsys_kernels::bias_grad);
+  m.impl("bias_act_", recsys_kernels::bias_act_);
   m.impl("mlp_head_forward", recsys_kernels::mlp_head_forward);
   m.impl("mlp_head_backward", recsys_kernels::mlp_head_backward);
 }

@@ -75,7 +75,19 @@ void head_backward(const Head& h, int64_t r0, int64_t r1, float* __restrict w_gr
   }
 }
 
+void bias_act(float* out, const float* bias, int64_t cols, bool relu, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* __restrict o = out + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = o[c] + bias[c];
+      o[c] = relu && v < 0.0f ? 0.0f : v;  // NaN: kept
+    }
+  }
+}
+
 }  // namespace
+
+BiasActKernel bias_act_kernel_scalar() { return bias_act; }
 
 ReluGradKernels relu_grad_kernels_scalar() { return {rows<uint32_t>, rows<uint16_t>}; }
 

@@ -3,10 +3,10 @@
 // dispatch from Python for its ~60 layer operations (a few us each).
 //
 // Forward: the weights and biases cast to the working dtype (bf16 under autocast, else fp32);
-// per layer oneDNN's GEMM with bias and ReLU in its epilogue (bf16) or addmm + in-place ReLU
-// (fp32); a width-1 last layer on the head kernel. Backward: per layer the ReLU mask and bias
-// sum in one pass (in place on the gradients made here), then the weight and input gradient
-// GEMMs; a width-1 last layer in one pass over its input (mlp.h).
+// per layer oneDNN's GEMM with bias and ReLU in its epilogue (bf16) or MKL's GEMM then one
+// in-place bias + ReLU pass (fp32); a width-1 last layer on the head kernel. Backward: per
+// layer the ReLU mask and bias sum in one pass (in place on the gradients made here), then the
+// weight and input gradient GEMMs; a width-1 last layer in one pass over its input (mlp.h).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -69,8 +69,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_for
     } else if (bf16) {
       h = linear_pointwise(h, w[i], b[i], relu);
     } else {
-      h = at::addmm(b[i], h, w[i].t());
-      if (relu) h.relu_();
+      h = at::mm(h, w[i].t());
+      bias_act_(h, b[i], relu);
     }
     acts.push_back(h);
   }

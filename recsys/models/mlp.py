@@ -1,19 +1,21 @@
 """DLRM's MLPs: Linear layers with ReLU between them, fused on CPU into one autograd step.
 
 On CPU the whole stack runs as one autograd node (`_FusedMLP`) instead of two to three per
-layer: under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
-`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits), in fp32 the ReLU runs in
-place; in the backward one C++ pass per layer masks the gradient with the ReLU output and sums
-the bias gradient in fp32 (`recsys_kernels::relu_bias_grad`, in place on the gradients this
+layer, its layer loop in C++ (`recsys_kernels::mlp_forward` / `mlp_backward`, no Python per
+layer): under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
+`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits), in fp32 the bias and
+ReLU run in one in-place pass after MKL's GEMM (`bias_act_`; `addmm` first copies the broadcast
+bias into the output); in the backward one C++ pass per layer masks the gradient with the ReLU
+output and sums the bias gradient in fp32 (`relu_bias_grad`, in place on the gradients the
 backward made itself), where PyTorch takes two to three passes (threshold_backward, a bf16 ->
-fp32 copy, sum). Weight gradients are the same GEMMs autograd runs, so they equal the plain
-path's bit for bit; the bias gradient is an fp32 sum (autocast's is a bf16 one). A width-1 last
-layer (DLRM's logit) is not a GEMM here: its forward is one dot product per row and its backward
-one pass over its input that also does the ReLU backward of the layer below
-(`recsys_kernels::mlp_head_*`); its output and weight gradient are fp32 sums in another order
-than the GEMM's (the logit within a bf16 rounding step of oneDNN's), its input gradient the
-same products. Other devices, dtypes and a build without the kernels take the plain path
-(`fused=False` forces it).
+fp32 copy, sum). Weight gradients are the same GEMMs autograd runs; the bias gradient is an
+fp32 sum (autocast's is a bf16 one). A width-1 last layer (DLRM's logit) is not a GEMM here: its
+forward is one dot product per row and its backward one pass over its input that also does the
+ReLU backward of the layer below (`mlp_head_*`); its output and weight gradient are fp32 sums in
+another order than the GEMM's (the logit within a bf16 rounding step of oneDNN's), its input
+gradient the same products. fp32 outputs differ from `addmm`'s in the last bits (the bias is
+added after the products, not before). Other devices, dtypes, parameters of mixed dtypes and a
+build without the kernels take the plain path (`fused=False` forces it).
 """
 
 from __future__ import annotations

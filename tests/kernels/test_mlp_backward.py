@@ -187,3 +187,38 @@ def test_head_sums_do_not_depend_on_thread_count():
 def test_head_bad_inputs_raise_clear_errors(call, message):
     with pytest.raises(RuntimeError, match=message):
         call()
+
+
+# The fp32 layer epilogue: bias (and ReLU) added in place after the GEMM.
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize(("rows", "cols"), SHAPES)
+def test_bias_act_equals_add_then_relu(isa, rows, cols, relu):
+    out, _ = _inputs(rows, cols, torch.float32, seed=rows + 3 * cols)
+    bias = torch.randn(cols, generator=torch.Generator().manual_seed(cols))
+    expected = out + bias
+    if relu:
+        expected = torch.relu(expected)
+    result = ops.bias_act_(out, bias, relu)
+    assert result.data_ptr() == out.data_ptr() and torch.equal(out, expected)
+
+
+def test_bias_act_keeps_nan_like_torch_relu(isa):
+    out = torch.tensor([[float("nan"), -1.0, 2.0, float("-inf")]])
+    ops.bias_act_(out, torch.zeros(4), True)
+    assert torch.equal(out.isnan(), torch.tensor([[True, False, False, False]]))
+    assert out[0, 1:].tolist() == [0.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("out", "bias", "message"),
+    [
+        (torch.zeros(4, 3).t(), torch.zeros(4), "contiguous 2-D float32"),
+        (torch.zeros(4, 3, dtype=torch.bfloat16), torch.zeros(3), "contiguous 2-D float32"),
+        (torch.zeros(4, 3), torch.zeros(4), r"bias must be \[3\]"),
+    ],
+)
+def test_bias_act_bad_inputs_raise_clear_errors(out, bias, message):
+    with pytest.raises(RuntimeError, match=message):
+        ops.bias_act_(out, bias, True)
