@@ -15,9 +15,11 @@ Rows of the table (each at every `--batch`):
                  backward + update left to fbgemm's CPU kernels
                  (trainer.embedding_kernels=fbgemm)
 
-All variants of a batch size are timed in interleaved rounds (each variant once per round, in
-turn), and the speed-up is the median of per-round ratios to the reference: on a shared 2-vCPU
-machine whose speed drifts by +-30% between minutes, only side-by-side ratios are stable.
+All variants of a batch size are timed in interleaved rounds, each variant between two runs of
+the reference (reference, v1, reference, v2, ..., reference), and the speed-up is the median
+over rounds of the variant's samples/s over the mean of the two reference runs around it: on a
+shared 2-vCPU machine whose speed drifts by +-30% within a minute, only ratios to a reference
+timed right beside the variant are stable.
 
     python -m benchmarks.train_throughput --profile       # full table, JSON in results/
     python -m benchmarks.train_throughput --batch 2048 --quick
@@ -200,29 +202,47 @@ def _linear_relu(sizes: list[int]) -> list[torch.nn.Module]:
 
 
 def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds: int):
-    """Time every variant once per round, in turn, so all see the same machine conditions.
+    """Time the variants in rounds, each variant bracketed by reference runs (reference, v1,
+    reference, v2, ..., reference), so that every variant is compared with the reference timed
+    just before and just after it: on this VM the speed drifts within a round.
 
-    Returns {name: [samples/s per round]}.
+    Returns ({name: [samples/s per round]}, {name: [mean of the bracketing reference samples/s
+    per round]}); the reference's own list holds all its runs.
     """
     for fn in variants.values():
         for _ in range(warmup):
             fn()
+
+    def rate(fn: Callable[[], None]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        return batch * steps / (time.perf_counter() - t0)
+
+    ref = variants[REFERENCE]
+    others = [name for name in variants if name != REFERENCE]
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    brackets: dict[str, list[float]] = {name: [] for name in others}
     for _ in range(rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            rates[name].append(batch * steps / (time.perf_counter() - t0))
-    return rates
+        before = rate(ref)
+        rates[REFERENCE].append(before)
+        for name in others:
+            rates[name].append(rate(variants[name]))
+            after = rate(ref)
+            rates[REFERENCE].append(after)
+            brackets[name].append((before + after) / 2)
+            before = after
+    return rates, brackets
 
 
 # Op-name patterns -> where the time goes (first match wins; self CPU time per step).
 CATEGORIES = (
-    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn", "mlp_head")),
+    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
     (
-        "MLP activations",
-        ("threshold_backward", "clamp_min", "aten::relu", "relu_bias_grad", "bias_grad"),
+        # the fused stack's own passes (bias + ReLU, their backward, the width-1 head) run
+        # inside recsys_kernels::mlp_forward / mlp_backward: their self time
+        "MLP bias/ReLU passes",
+        ("threshold_backward", "clamp_min", "aten::relu", "recsys_kernels::mlp_", "bias_grad"),
     ),
     (
         "embedding fwd+bwd+update",
@@ -281,8 +301,8 @@ def main() -> None:
             big = batch >= 1024
             warmup = max(3, int((10 if big else 40) * scale))
             steps = max(5, int((20 if big else 200) * scale))
-            rates = interleaved(variants, batch, warmup, steps, args.rounds)
-            rows += _rows(batch, rates)
+            rates, brackets = interleaved(variants, batch, warmup, steps, args.rounds)
+            rows += _rows(batch, rates, brackets)
             if args.profile:
                 for name in [n for n in variants if n.endswith("excluded")]:
                     print(f"{name}, batch {batch}:")
@@ -295,13 +315,17 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _rows(batch: int, rates: dict[str, list[float]]) -> list[dict]:
-    """Median samples/s per variant and the median per-round ratio to the reference."""
-    ref = rates[REFERENCE]
+def _rows(
+    batch: int, rates: dict[str, list[float]], brackets: dict[str, list[float]]
+) -> list[dict]:
+    """Median samples/s per variant and the median over rounds of its ratio to the reference
+    runs just before and after it."""
     rows = []
-    print(f"\nbatch {batch}: median over {len(ref)} interleaved rounds")
+    print(f"\nbatch {batch}: median over {len(rates[REFERENCE]) // max(1, len(brackets))} "
+          "interleaved rounds, each variant between two reference runs")  # fmt: skip
     for name, rs in rates.items():
-        ratio = statistics.median(r / q for r, q in zip(rs, ref, strict=True))
+        refs = brackets.get(name, rs)
+        ratio = statistics.median(r / q for r, q in zip(rs, refs, strict=True))
         rows.append(
             {
                 "variant": name,
@@ -309,6 +333,7 @@ def _rows(batch: int, rates: dict[str, list[float]]) -> list[dict]:
                 "samples_per_s": round(statistics.median(rs), 1),
                 "vs_reference": round(ratio, 2),
                 "rounds": [round(r, 1) for r in rs],
+                "reference_around": [round(q, 1) for q in refs] if name in brackets else None,
             }
         )
         print(f"  {name:<56} {rows[-1]['samples_per_s']:>10,.0f} samples/s  "
