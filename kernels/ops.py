@@ -225,9 +225,9 @@ def mlp_forward(
     head: bool,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """A stack of Linear layers with ReLU between them (and after the last when `relu_last`),
-    computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (addmm), a width-1 last layer
-    on `mlp_head_forward` when `head`: (output, [x, each layer's output] in the working dtype,
-    the weights cast to it), what `mlp_backward` takes."""
+    computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (MKL's GEMM, then
+    `bias_act_`), a width-1 last layer on `mlp_head_forward` when `head`: (output, [x, each
+    layer's output] in the working dtype, the weights cast to it), what `mlp_backward` takes."""
     return _ops.mlp_forward(x, weights, biases, relu_last, bf16, head)
 
 
