@@ -19,6 +19,12 @@ namespace {
 
 constexpr int64_t kBlockRows = 64;
 
+// Items (rows or row blocks) per at::parallel_for task for items of `elements` values each:
+// ~32k values per task; below that, waking the second thread costs more than it saves.
+int64_t task_grain(int64_t elements) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, elements));
+}
+
 void check_grad(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.device().is_cpu() &&
                   (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16),
@@ -34,10 +40,7 @@ void blocked_sums(int64_t rows, int64_t width, int64_t work_per_row, float* out,
                   const Kernel& kernel) {
   const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
   std::vector<float> partial(static_cast<size_t>(blocks * width), 0.0f);
-  // ~32k elements per task: below that, waking the second thread costs more than it saves.
-  const int64_t grain =
-      std::max<int64_t>(1, 32768 / std::max<int64_t>(1, kBlockRows * work_per_row));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, task_grain(kBlockRows * work_per_row), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       kernel(b * kBlockRows, std::min(rows, (b + 1) * kBlockRows), partial.data() + b * width);
     }
@@ -71,10 +74,6 @@ at::Tensor head_weight(const at::Tensor& weight, const at::Tensor& x, const char
               weight.scalar_type(), " ", weight.sizes());
   return weight.to(at::kFloat).contiguous();
 }
-
-}  // namespace
-
-namespace {
 
 void check_relu_pair(const at::Tensor& grad, const at::Tensor& out, const char* op) {
   check_grad(grad, op, "grad");
@@ -119,8 +118,7 @@ at::Tensor& bias_act_(at::Tensor& out, const at::Tensor& bias_in, bool relu) {
   const auto kernel = pick_bias_act_kernel();
   float* o = out.data_ptr<float>();
   const float* b = bias.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cols));
-  at::parallel_for(0, out.size(0), grain,
+  at::parallel_for(0, out.size(0), task_grain(cols),
                    [&](int64_t r0, int64_t r1) { kernel(o, b, cols, relu, r0, r1); });
   return out;
 }
@@ -137,8 +135,8 @@ at::Tensor mlp_head_forward(const at::Tensor& x_in, const at::Tensor& weight,
   const Head h{x.data_ptr(), w.data_ptr<float>(), nullptr, nullptr, false, cols};
   const auto kernels = pick_head_kernels();
   const auto kernel = x.scalar_type() == at::kFloat ? kernels.forward_f32 : kernels.forward_bf16;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cols));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { kernel(h, r0, r1, y.data()); });
+  at::parallel_for(0, rows, task_grain(cols),
+                   [&](int64_t r0, int64_t r1) { kernel(h, r0, r1, y.data()); });
   auto out = at::empty({rows, 1}, x.options());
   if (x.scalar_type() == at::kFloat) {
     float* o = out.data_ptr<float>();

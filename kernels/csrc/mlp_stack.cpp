@@ -13,6 +13,7 @@
 
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "mlp_ops.h"
@@ -91,13 +92,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
   std::vector<at::Tensor> grads(static_cast<size_t>(2 * n));
   at::Tensor g = grad.to(acts[n].scalar_type());
   bool owned = false;  // g is a gradient made here (masked in place), not autograd's
-  at::Tensor carried, carried_bias;  // a layer's masked gradient and bias gradient (head pass)
+  at::Tensor below_bias;  // the head's pass already masked g: the bias gradient it summed
   for (int64_t i = n - 1; i >= 0; --i) {
     at::Tensor bias;
-    if (carried.defined()) {
-      g = carried;
-      bias = carried_bias;
-      carried = at::Tensor();
+    if (below_bias.defined()) {
+      bias = std::exchange(below_bias, at::Tensor());
     } else if (i < n - 1 || relu_last) {
       if (owned) {
         bias = relu_bias_grad_(g, acts[i + 1]);
@@ -109,13 +108,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
     }
     if (needs[2 * i + 1]) grads[2 * i + 1] = bias.to(param_dtype);
     if (head && i == n - 1) {
-      auto [g_x, below_bias, w_grad] = mlp_head_backward(g, acts[i], weights[i], i > 0);
+      auto [g_x, x_bias, w_grad] = mlp_head_backward(g, acts[i], weights[i], i > 0);
       if (needs[2 * i]) grads[2 * i] = w_grad.to(param_dtype);
       g = g_x;
-      if (i > 0) {
-        carried = g_x;
-        carried_bias = below_bias;
-      }
+      if (i > 0) below_bias = x_bias;
       continue;
     }
     if (needs[2 * i]) grads[2 * i] = at::mm(g.t(), acts[i]).to(param_dtype);
