@@ -68,13 +68,14 @@ std::tuple<at::Tensor, at::Tensor> dot_interaction_backward(const at::Tensor& gr
                   grad_in.size(1) == width && (grad_in.scalar_type() == at::kFloat || bf16),
               "recsys_kernels.dot_interaction_backward: grad must be float32 or bfloat16 [",
               dense.size(0), ", ", width, "], got ", grad_in.scalar_type(), " ", grad_in.sizes());
-  const at::Tensor grad = grad_in.contiguous();
+  // Rows may lie a stride apart (the MLP's input gradient is a view of 64-byte-aligned rows).
+  const at::Tensor grad = grad_in.stride(1) == 1 ? grad_in : grad_in.contiguous();
   auto d_dense = at::empty_like(dense, at::MemoryFormat::Contiguous);
   auto d_sparse = at::empty_like(sparse, at::MemoryFormat::Contiguous);
   const DotPairsGrad g{bf16 ? nullptr : grad.data_ptr<float>(),
                        bf16 ? reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>())
                             : nullptr,
-                       width, d_dense.data_ptr<float>(), a.dim, d_sparse.data_ptr<float>(),
+                       grad.stride(0), d_dense.data_ptr<float>(), a.dim, d_sparse.data_ptr<float>(),
                        (a.n - 1) * a.dim};
   const auto backward = pick_dot_kernels().backward;
   at::parallel_for(0, dense.size(0), kGrain, [&](int64_t b0, int64_t b1) {

@@ -78,6 +78,19 @@ def test_bf16_output_and_gradient_equal_rounding_and_widening(isa, self_terms):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_reads_a_row_strided_gradient(isa, dtype):
+    """A gradient whose rows lie a stride apart (the MLP's input gradient is a view of padded
+    rows) gives what its contiguous copy gives, bit for bit."""
+    dense, sparse = inputs(21, 26, 16, seed=5)
+    padded = torch.randn(21, 368, generator=torch.Generator().manual_seed(2)).to(dtype)
+    grad = padded[:, :367]
+    got = ops.dot_interaction_backward(grad, dense, sparse)
+    want = ops.dot_interaction_backward(grad.contiguous(), dense, sparse)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("self_terms", [False, True])
 def test_dot_interaction_layer_fused_equals_pytorch_formulation(self_terms):
     """recsys's layer with the kernel (the default on CPU in fp32) and without it: same values
