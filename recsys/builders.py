@@ -39,6 +39,7 @@ from recsys.training.reporting import Reporter
 from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 from recsys.training.trainer import LoopSettings, Trainer
 from recsys.utils.allocator import retain_freed_memory
+from recsys.utils.hugepages import place_tables_on_huge_pages
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     train_loader, eval_loaders = build_loaders(directory, manifest, t, cfg.model.hash_ids, env)
     model = build_model(cfg.model, manifest)
     dmp, plan = build_sharded_model(model, cfg.optim, cfg.dist, env, t.seed)
+    if t.huge_page_tables and env.device.type == "cpu":
+        moved = place_tables_on_huge_pages(dmp, dmp.fused_optimizer.state_dict()["state"])
+        log.info("embedding tables: %.2f GB on huge pages", moved / 2**30)
     if env.is_main:
         log.info("data set %s (%s): %s", manifest.name, directory,
                  {k: v.rows for k, v in manifest.splits.items()})  # fmt: skip

@@ -137,6 +137,9 @@ class TrainerConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     # Keep freed memory mapped (glibc mallopt) instead of page-faulting it back every step.
     retain_freed_memory: bool = True
+    # Embedding tables (and their fused optimizer state) moved onto 2 MiB transparent huge
+    # pages after init (madvise MADV_COLLAPSE, Linux 6.1+; a no-op where unsupported).
+    huge_page_tables: bool = True
     # CPU backward + fused update inside fbgemm's embedding tables: recsys
     # (kernels/csrc/tbe_backward.cpp, 3.5-15x fbgemm 1.8's here) | fbgemm. Same tables,
     # optimizer state and arithmetic either way.

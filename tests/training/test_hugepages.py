@@ -1,0 +1,89 @@
+"""trainer.huge_page_tables: table memory collapsed into 2 MiB pages in place, values untouched."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.utils.hugepages import (
+    HUGE_PAGE_BYTES,
+    _merged_ranges,
+    collapse_range,
+    place_tables_on_huge_pages,
+)
+
+MIB = 1 << 20
+
+
+def _thp_collapse_supported() -> bool:
+    """THP not switched off, and a kernel with MADV_COLLAPSE (Linux 6.1+)."""
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if platform.system() != "Linux" or not mode.exists() or "[never]" in mode.read_text():
+        return False
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    return (major, minor) >= (6, 1)
+
+
+def _huge_kb_of_mapping(address: int) -> int:
+    """AnonHugePages (kB) of the mapping of this process that holds `address`."""
+    inside = False
+    for line in Path(f"/proc/{os.getpid()}/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+def test_collapse_keeps_values_and_reports_aligned_bytes():
+    table = torch.arange(12 * MIB // 4, dtype=torch.float32)  # 12 MiB, written (pages present)
+    expected = table.clone()
+    done = collapse_range(table.data_ptr(), table.nbytes)
+    assert done % HUGE_PAGE_BYTES == 0 and 0 <= done <= table.nbytes
+    assert torch.equal(table, expected)
+    if _thp_collapse_supported():
+        assert done >= 8 * MIB  # at least the aligned 2 MiB ranges inside 12 MiB but the ends
+        assert _huge_kb_of_mapping(table.data_ptr() + 6 * MIB) * 1024 >= done
+
+
+def test_range_shorter_than_a_huge_page_is_left_alone():
+    small = torch.ones(HUGE_PAGE_BYTES // 8, dtype=torch.float32)  # 1 MiB
+    assert collapse_range(small.data_ptr(), small.nbytes) == 0
+
+
+def test_tables_in_one_buffer_merge_into_one_range():
+    buffer = torch.zeros(6 * MIB // 4)
+    tables = [buffer[: MIB // 4], buffer[MIB // 4 : 4 * MIB // 4], buffer[4 * MIB // 4 :]]
+    other = torch.zeros(MIB // 4)
+    ranges = _merged_ranges([*tables, other])
+    start = buffer.data_ptr()
+    assert (start, start + buffer.nbytes) in ranges and len(ranges) == 2
+
+
+@pytest.mark.parametrize("with_optimizer_state", [False, True])
+def test_sharded_model_state_is_unchanged(tiny_dataset, dist_env, with_optimizer_state):
+    from recsys.builders import build_model, build_sharded_model
+    from recsys.config import TrainConfig
+
+    directory, manifest = tiny_dataset
+    cfg = TrainConfig()
+    cfg.model.bottom_mlp, cfg.model.top_mlp = [16], [16]
+    cfg.model.embedding_dim = 256  # ~7.5k rows: ~7.7 MB of tables in one buffer
+    dmp, _ = build_sharded_model(build_model(cfg.model, manifest), cfg.optim, cfg.dist,
+                                 dist_env, seed=0)  # fmt: skip
+    before = {k: v.local_shards()[0].tensor.clone() if hasattr(v, "local_shards") else v.clone()
+              for k, v in dmp.state_dict().items()}  # fmt: skip
+    state = dmp.fused_optimizer.state_dict()["state"] if with_optimizer_state else None
+    moved = place_tables_on_huge_pages(dmp, state)
+    assert moved % HUGE_PAGE_BYTES == 0 and moved >= 0
+    if _thp_collapse_supported():
+        assert moved >= 4 * MIB
+    for k, v in dmp.state_dict().items():
+        now = v.local_shards()[0].tensor if hasattr(v, "local_shards") else v
+        assert torch.equal(now, before[k]), k
