@@ -134,7 +134,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     dmp, plan = build_sharded_model(model, cfg.optim, cfg.dist, env, t.seed)
     if t.huge_page_tables and env.device.type == "cpu":
         moved = place_tables_on_huge_pages(dmp, dmp.fused_optimizer.state_dict()["state"])
-        log.info("embedding tables: %.2f GB on huge pages", moved / 2**30)
+        log.info("trainer.huge_page_tables: %d MiB of model state on 2 MiB pages", moved >> 20)
     if env.is_main:
         log.info("data set %s (%s): %s", manifest.name, directory,
                  {k: v.rows for k, v in manifest.splits.items()})  # fmt: skip
