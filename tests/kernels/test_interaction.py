@@ -89,6 +89,12 @@ def test_backward_reads_a_row_strided_gradient(isa, dtype):
     want = ops.dot_interaction_backward(grad.contiguous(), dense, sparse)
     for a, b in zip(got, want, strict=True):
         assert torch.equal(a, b)
+    # columns a stride apart too (a transposed copy's view): read through a contiguous copy
+    columns = grad.t().contiguous().t()
+    for a, b in zip(ops.dot_interaction_backward(columns, dense, sparse), want, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match=r"grad must be float32 or bfloat16 \[21, 367\]"):
+        ops.dot_interaction_backward(padded[:, :366], dense, sparse)
 
 
 @pytest.mark.parametrize("self_terms", [False, True])

@@ -87,3 +87,24 @@ def test_sharded_model_state_is_unchanged(tiny_dataset, dist_env, with_optimizer
     for k, v in dmp.state_dict().items():
         now = v.local_shards()[0].tensor if hasattr(v, "local_shards") else v
         assert torch.equal(now, before[k]), k
+
+
+def test_memory_that_is_not_mapped_is_no_error():
+    """madvise refuses an unmapped range: nothing collapsed, no crash, no exception."""
+    assert collapse_range(0, 8 * MIB) == 0
+    assert collapse_range(HUGE_PAGE_BYTES, -HUGE_PAGE_BYTES) == 0  # empty or negative length
+
+
+def test_wrong_type_for_the_setting_is_a_config_error():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from recsys.cli.hydra_support import CONF_DIR, setup
+
+    setup()
+    with (
+        initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"),
+        pytest.raises(ConfigCompositionException, match="huge_page_tables") as info,
+    ):
+        compose(config_name="train", overrides=["trainer.huge_page_tables=sometimes"])
+    assert "not a valid bool" in str(info.value.__cause__)
