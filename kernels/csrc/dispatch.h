@@ -29,7 +29,8 @@ DotKernels pick_dot_kernels();
 // The MLP bias + ReLU backward kernels of the active path (AVX-512, else portable).
 ReluGradKernels pick_relu_grad_kernels();
 
-// The MLP width-1 last-layer kernels of the active path (AVX-512, else portable).
+// The MLP width-1 last-layer kernels and the fp32 bias + ReLU pass of the active path
+// (AVX-512, else portable).
 HeadKernels pick_head_kernels();
 BiasActKernel pick_bias_act_kernel();
 

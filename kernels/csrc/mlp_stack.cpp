@@ -59,8 +59,7 @@ at::Tensor input_grad(const at::Tensor& g, const at::Tensor& w) {
   constexpr int64_t kAlign = 16, kMinPadded = 64;
   const int64_t in = w.size(1);
   if (in % kAlign == 0 || in < kMinPadded) return at::mm(g, w);
-  at::Tensor padded = at::zeros({w.size(0), (in + kAlign - 1) / kAlign * kAlign}, w.options());
-  padded.narrow(1, 0, in).copy_(w);
+  const at::Tensor padded = at::constant_pad_nd(w, {0, (in + kAlign - 1) / kAlign * kAlign - in});
   return at::mm(g, padded).narrow(1, 0, in);
 }
 

@@ -15,8 +15,9 @@ step anyway.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+
+from recsys.utils.libc import c_function
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,10 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 def retain_freed_memory() -> bool:
     """Set glibc's mmap threshold to 32 MiB and its trim threshold to 1 GiB for this process.
     Returns False (and changes nothing) where the C library has no `mallopt` (not glibc)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = c_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    if mallopt is None:
         log.debug("no glibc mallopt: allocator left as it is")
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     )

@@ -14,12 +14,13 @@ are and keep their values either way.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+from recsys.utils.libc import c_function
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,10 @@ _MADV_COLLAPSE = 25
 _CHUNK_BYTES = 64 << 20  # collapsed a chunk at a time: a failure keeps what succeeded
 
 
-def _madvise():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return fn
-
-
 def collapse_range(start: int, length: int) -> int:
     """Put the 2 MiB-aligned part of memory [start, start + length) on huge pages; returns the
     bytes now on them (0 where the kernel cannot)."""
-    madvise = _madvise()
+    madvise = c_function("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int)
     lo = -(-start // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
     hi = (start + length) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
     if madvise is None or hi <= lo or madvise(lo, hi - lo, _MADV_HUGEPAGE) != 0:
