@@ -3,7 +3,8 @@
 Tables are model-parallel by default (table-wise, column-wise, row-wise or table-row-wise, as
 the planner decides under the memory caps) with the FUSED compute kernel, so their optimizer
 runs inside the backward pass (fbgemm table-batched kernels). `pin_sharding` fixes a table's
-sharding type. Dense layers are replicated and data-parallel (DDP inside DMP).
+sharding type. Dense layers are replicated and data-parallel (DDP inside DMP; neither DDP nor
+the all-to-alls in a group of one).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torchrec.distributed.planner.types import ParameterConstraints
 from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
+from recsys.distributed.group_of_one import EmbeddingTablesSharder
 from recsys.errors import ConfigError
 
 INIT_CHUNK_ROWS = 65_536
@@ -100,8 +102,9 @@ class ReplicatedDenseWrapper(DefaultDataParallelWrapper):
         super().wrap(dmp, env, device)
 
 
-def embedding_sharder(device: torch.device) -> EmbeddingBagCollectionSharder:
-    """torchrec's sharder for the tables; on CPU without fbgemm's separate id bounds check.
+def embedding_sharder(device: torch.device) -> EmbeddingTablesSharder:
+    """torchrec's sharder for the tables (no all-to-alls in a group of one: group_of_one.py);
+    on CPU without fbgemm's separate id bounds check.
 
     That check (`bounds_check_indices`, ~0.5 ms per step at batch 2048 on one thread) clamps a bad
     id to 0 with a warning by default: a silent wrong answer. Ids are checked where they enter
@@ -110,8 +113,8 @@ def embedding_sharder(device: torch.device) -> EmbeddingBagCollectionSharder:
     trust their input, so the check stays there.
     """
     if device.type != "cpu":
-        return EmbeddingBagCollectionSharder()
-    return EmbeddingBagCollectionSharder(fused_params={"bounds_check_mode": BoundsCheckMode.NONE})
+        return EmbeddingTablesSharder()
+    return EmbeddingTablesSharder(fused_params={"bounds_check_mode": BoundsCheckMode.NONE})
 
 
 def shard_model(
