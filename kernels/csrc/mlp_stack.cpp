@@ -52,13 +52,15 @@ at::Tensor weight_grad(const at::Tensor& g, const at::Tensor& x) {
 
 // The stack's input gradient g W, [B, in]. An input width that is not a multiple of 16 (DLRM's
 // interaction output: 367) makes MKL's and oneDNN's GEMMs write rows that are not 64-byte
-// aligned, ~1.2x (fp32) and ~1.4x (bf16) slower at Criteo's shape: the product runs on W padded
-// with zero columns and the result is the [B, in] view of its [B, padded] rows (no copy; the
-// consumer, e.g. the dot interaction's backward, reads rows with a stride).
+// aligned, ~1.2x (fp32) and ~1.4x (bf16) slower at Criteo's shape and batch 2048: the product
+// runs on W padded with zero columns and the result is the [B, in] view of its [B, padded] rows
+// (no copy; the consumer, e.g. the dot interaction's backward, reads rows with a stride).
+// Padding writes a fresh copy of W (~0.25 ms in the step for [512, 367] fp32: the buffer is cold),
+// so it pays only for large batches: at batch 128 the product itself takes ~0.25 ms.
 at::Tensor input_grad(const at::Tensor& g, const at::Tensor& w) {
-  constexpr int64_t kAlign = 16, kMinPadded = 64;
+  constexpr int64_t kAlign = 16, kMinPadded = 64, kMinRows = 1024;
   const int64_t in = w.size(1);
-  if (in % kAlign == 0 || in < kMinPadded) return at::mm(g, w);
+  if (in % kAlign == 0 || in < kMinPadded || g.size(0) < kMinRows) return at::mm(g, w);
   const at::Tensor padded = at::constant_pad_nd(w, {0, (in + kAlign - 1) / kAlign * kAlign - in});
   return at::mm(g, padded).narrow(1, 0, in);
 }
