@@ -94,7 +94,13 @@ def _tables(dmp) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("pins", [{}, {"t_C1": "column_wise", "t_C3": "column_wise"}])
+TABLE_WISE = {f"t_C{i + 1}": "table_wise" for i in range(len(SIZES))}
+MIXED = {**TABLE_WISE, "t_C1": "column_wise", "t_C3": "column_wise"}
+
+
+# Every table pinned: the planner's own choice between the two types depends on its memory
+# estimates, which vary with the process's state.
+@pytest.mark.parametrize("pins", [TABLE_WISE, MIXED], ids=["table_wise", "mixed"])
 def test_same_numbers_as_torchrecs_all_to_alls(dist_env, pins):
     ours = _sharded(embedding_sharder(torch.device("cpu")), pins)
     stock = _sharded(EmbeddingBagCollectionSharder(fused_params=embedding_sharder(
@@ -102,8 +108,7 @@ def test_same_numbers_as_torchrecs_all_to_alls(dist_env, pins):
     sharded = ours.module.embedding_bag_collection
     assert isinstance(sharded, GroupOfOneEmbeddingBagCollection)
     assert type(stock.module.embedding_bag_collection) is not GroupOfOneEmbeddingBagCollection
-    if pins:
-        assert set(sharded._sharding_types) == {"table_wise", "column_wise"}
+    assert set(sharded._sharding_types) == set(pins.values())
     for seed in range(3):
         torch.testing.assert_close(_step(ours, seed), _step(stock, seed), rtol=0, atol=0)
         ours_grads, stock_grads = _dense_grads(ours), _dense_grads(stock)
