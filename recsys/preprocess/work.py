@@ -9,7 +9,6 @@ leaves no half part behind a marker.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from recsys.preprocess.sources import Chunk, Source, iter_chunks
 from recsys.preprocess.splits import SPLITS, TRAIN, SplitPlan
 from recsys.preprocess.transform import CategoricalMap, dense_transform
 from recsys.preprocess.vocab import MISSING_ID, chunk_inverse, load_vocabularies
+from recsys.utils.allocator import retain_freed_memory
 from recsys.utils.atomic import atomic_write_json
 
 MARKERS = "_chunks"
@@ -97,15 +97,10 @@ def _keep_freed_memory() -> None:
 
     A chunk allocates the same large arrays (MBs to tens of MBs) again and again; by default each
     is a fresh mmap that is page-faulted in and zeroed by the kernel every time (a third of the
-    worker's CPU time went there). Memory stays bounded by one chunk's working set.
+    worker's CPU time went there). Memory stays bounded by one chunk's working set. Not glibc:
+    the defaults stay.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD (glibc caps it at 32 MiB on 64-bit)
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
-    except (OSError, AttributeError):  # not glibc: keep the defaults
-        pass
+    retain_freed_memory(top_pad_bytes=64 << 20)
 
 
 def marker_name(source: int, index: int) -> str:

@@ -22,18 +22,21 @@ from recsys.utils.libc import c_function
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD_BYTES = 1 << 30
 
 
-def retain_freed_memory() -> bool:
-    """Set glibc's mmap threshold to 32 MiB and its trim threshold to 1 GiB for this process.
-    Returns False (and changes nothing) where the C library has no `mallopt` (not glibc)."""
+def retain_freed_memory(top_pad_bytes: int = 0) -> bool:
+    """Set glibc's mmap threshold to 32 MiB and its trim threshold to 1 GiB for this process
+    (and, when given, grow the heap `top_pad_bytes` at a time). Returns False (and changes
+    nothing) where the C library has no `mallopt` (not glibc)."""
     mallopt = c_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
     if mallopt is None:
         log.debug("no glibc mallopt: allocator left as it is")
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
+    settings = {_M_MMAP_THRESHOLD: MMAP_THRESHOLD_BYTES, _M_TRIM_THRESHOLD: TRIM_THRESHOLD_BYTES}
+    if top_pad_bytes:
+        settings[_M_TOP_PAD] = top_pad_bytes
+    return all([bool(mallopt(param, value)) for param, value in settings.items()])
