@@ -145,10 +145,17 @@ def to_hugepages(table: torch.Tensor) -> torch.Tensor:
     return _ops.hugepage_clone(table)
 
 
-def gather_probe(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> int:
-    """Benchmark only: read the cache lines that lookups of `indices` touch (offsets [B + 1]),
-    with the kernels' threads and prefetch distance; returns a checksum."""
-    return int(_ops.gather_probe(table, indices.contiguous(), offsets.to(indices.dtype)))
+def gather_probe(
+    table: torch.Tensor, indices: torch.Tensor, prefetch_distance: int = 16, level: str = "L1"
+) -> int:
+    """Benchmark only: a flat random gather of the cache lines that lookups of `indices` touch
+    (no bags, no arithmetic), the row `prefetch_distance` ids ahead prefetched into `level`
+    ("L1" or "L2"), over torch's threads: this machine's limit for the lookups. Returns a
+    checksum (the sum of each row's first byte per cache line and its last byte)."""
+    if level not in ("L1", "L2"):
+        raise ValueError(f"gather_probe: level must be 'L1' or 'L2', got {level!r}")
+    hint = 0 if level == "L1" else 1
+    return int(_direct.gather_probe(table, indices.contiguous(), prefetch_distance, hint))
 
 
 def dot_interaction(

@@ -23,4 +23,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
         py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.embedding_bags_batched, called directly (all arguments given)");
+  m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),
+        "torch.ops.recsys_kernels.gather_probe, called directly (benchmark only)");
 }

@@ -5,11 +5,12 @@
 #include <immintrin.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
-#include "dispatch.h"
+#include "ops.h"
 
 namespace recsys_kernels {
 
@@ -30,62 +31,65 @@ at::Tensor hugepage_clone(const at::Tensor& t) {
 
 namespace {
 
-// Reads every cache line of each looked-up row (one 8-byte load per line, as a lookup touches
-// them), with the kernels' prefetch distance, threads and work split; no arithmetic.
-template <typename Index>
-int64_t probe(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx,
-              const Index* off, int64_t n_bags) {
-  const int64_t n_idx = off[n_bags] - off[0];
-  const int64_t pd = prefetch_distance();
+// A flat random gather: for each id (bags play no part), one byte of every cache line of its row
+// and its last byte, summed; the row `pd` ids ahead prefetched into L1 (`hint` 0) or L2 (1).
+// No arithmetic beyond the checksum, no per-bag work, no checks: ids are clamped into the
+// table (a branch-free min), so a bad id reads the last row instead of out of bounds.
+template <typename Index, int Hint>
+int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
+                    int64_t pd) {
   std::atomic<int64_t> total{0};
-  at::parallel_for(0, n_bags, bag_grain(n_idx, n_bags), [&](int64_t begin, int64_t end) {
+  const auto last_row = static_cast<uint64_t>(rows - 1);
+  const auto row_of = [&](int64_t i) {
+    return table + std::min(static_cast<uint64_t>(idx[i]), last_row) * rb;
+  };
+  const int64_t grain = std::max<int64_t>(1, (n + at::get_num_threads() - 1) / at::get_num_threads());
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     int64_t sum = 0;
-    const int64_t last = off[end];
-    for (int64_t i = off[begin]; i < last; ++i) {
-      if (pd > 0 && i + pd < last) {
-        const int64_t ahead = static_cast<int64_t>(idx[i + pd]);
-        if (ahead >= 0 && ahead < rows) {
-          const char* p = reinterpret_cast<const char*>(table + ahead * rb);
-          for (int64_t o = 0; o < rb; o += 64) __builtin_prefetch(p + o, 0, 3);
-          __builtin_prefetch(p + rb - 1, 0, 3);
-        }
+    for (int64_t i = begin; i < end; ++i) {
+      if (pd > 0 && i + pd < end) {
+        const char* p = reinterpret_cast<const char*>(row_of(i + pd));
+        for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(p + o, Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1);
+        _mm_prefetch(p + rb - 1, Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1);
       }
-      const int64_t id = static_cast<int64_t>(idx[i]);
-      if (static_cast<uint64_t>(id) >= static_cast<uint64_t>(rows)) continue;
-      const uint8_t* row = table + id * rb;
-      int64_t v;
-      for (int64_t o = 0; o + 8 <= rb; o += 64) {
-        std::memcpy(&v, row + o, 8);
-        sum += v;
-      }
-      std::memcpy(&v, row + rb - 8, 8);
-      sum += v;
+      const uint8_t* row = row_of(i);
+      for (int64_t o = 0; o < rb; o += 64) sum += row[o];
+      sum += row[rb - 1];
     }
     total += sum;
   });
   return total.load();
 }
 
+template <typename Index>
+int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
+                    int64_t pd, int64_t hint) {
+  return hint == 0 ? flat_gather<Index, 0>(table, rows, rb, idx, n, pd)
+                   : flat_gather<Index, 1>(table, rows, rb, idx, n, pd);
+}
+
 }  // namespace
 
-// Benchmark only: the random-gather limit for lookups of `indices` into `table` (bags given by
-// offsets [B + 1]). Returns a checksum so the reads cannot be optimised away.
+// Benchmark only: this machine's random-gather limit for lookups of `indices` into `table`.
+// Reads the cache lines each id's row spans (as a lookup does) with `prefetch_distance` ids of
+// look-ahead into L1 (`hint` 0) or L2 (1), spread evenly over torch's threads. Returns a
+// checksum so the reads cannot be optimised away.
 at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
-                        const at::Tensor& offsets) {
-  TORCH_CHECK(table.dim() == 2 && table.is_contiguous() && table.size(1) >= 8 &&
-                  indices.scalar_type() == offsets.scalar_type() && offsets.numel() >= 1,
-              "recsys_kernels: gather_probe takes a contiguous [rows, >= 8 bytes] table and "
-              "offsets [B + 1] of the indices' dtype");
+                        int64_t prefetch_distance, int64_t hint) {
+  TORCH_CHECK(table.dim() == 2 && table.is_contiguous() && table.size(0) >= 1 &&
+                  table.size(1) >= 1 && indices.dim() == 1 && indices.is_contiguous() &&
+                  (indices.scalar_type() == at::kInt || indices.scalar_type() == at::kLong),
+              "recsys_kernels: gather_probe takes a contiguous [rows >= 1, bytes >= 1] table and "
+              "contiguous 1-D int32 or int64 indices");
+  TORCH_CHECK(prefetch_distance >= 0 && (hint == 0 || hint == 1),
+              "recsys_kernels: gather_probe takes prefetch_distance >= 0 and hint 0 (L1) or 1 (L2)");
   const auto* data = static_cast<const uint8_t*>(table.data_ptr());
-  const int64_t rb = table.size(1) * table.element_size(), n_bags = offsets.numel() - 1;
-  int64_t sum;
-  if (indices.scalar_type() == at::kInt) {
-    sum = probe(data, table.size(0), rb, indices.data_ptr<int32_t>(), offsets.data_ptr<int32_t>(),
-                n_bags);
-  } else {
-    sum = probe(data, table.size(0), rb, indices.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(),
-                n_bags);
-  }
+  const int64_t rows = table.size(0), rb = table.size(1) * table.element_size();
+  const int64_t n = indices.numel();
+  const int64_t sum =
+      indices.scalar_type() == at::kInt
+          ? flat_gather(data, rows, rb, indices.data_ptr<int32_t>(), n, prefetch_distance, hint)
+          : flat_gather(data, rows, rb, indices.data_ptr<int64_t>(), n, prefetch_distance, hint);
   return at::scalar_tensor(sum, at::kLong);
 }
 

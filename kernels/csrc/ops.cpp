@@ -18,8 +18,6 @@
 namespace recsys_kernels {
 
 at::Tensor hugepage_clone(const at::Tensor& t);  // memory.cpp
-at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
-                        const at::Tensor& offsets);
 
 namespace {
 
@@ -238,7 +236,7 @@ TORCH_LIBRARY(recsys_kernels, m) {
         "Tensor offsets, int mode, Tensor? per_sample_weights, str[] names, "
         "ScalarType? out_dtype=None) -> Tensor");
   m.def("hugepage_clone(Tensor t) -> Tensor");
-  m.def("gather_probe(Tensor table, Tensor indices, Tensor offsets) -> Tensor");
+  m.def("gather_probe(Tensor table, Tensor indices, int prefetch_distance, int hint) -> Tensor");
   m.def("set_isa(str isa) -> str", recsys_kernels::set_isa);
   m.def("current_isa() -> str", recsys_kernels::current_isa);
   m.def("best_isa() -> str", recsys_kernels::best_isa);

@@ -1,4 +1,4 @@
-// The lookup entry points, shared by the operator registration (ops.cpp) and the direct Python
+// The lookup entry points (and the benchmark's gather probe), shared by the operator registration (ops.cpp) and the direct Python
 // bindings (bindings.cpp).
 #pragma once
 
@@ -23,5 +23,9 @@ at::Tensor embedding_bags_batched(at::TensorList weights, at::IntArrayRef dims, 
                                   int64_t mode, const c10::optional<at::Tensor>& psw,
                                   const std::vector<std::string>& names,
                                   c10::optional<at::ScalarType> out_dtype);
+
+// Benchmark only (memory.cpp): the random-gather limit of lookups of `indices` into `table`.
+at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
+                        int64_t prefetch_distance, int64_t hint);
 
 }  // namespace recsys_kernels

@@ -114,11 +114,27 @@ def test_unchecked_kernels_agree_on_valid_ids():
     assert torch.equal(got, expected)
 
 
-def test_gather_probe_reads_the_rows():
-    table = torch.zeros(100, 72, dtype=torch.uint8)
-    table[5, :8] = 1  # one 8-byte word read per cache line of row 5: checksum 0x0101...01
-    s = ops.gather_probe(table, torch.tensor([5]), torch.tensor([0, 1]))
-    assert s == int.from_bytes(bytes([1] * 8), "little")
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("level", ["L1", "L2"])
+def test_gather_probe_reads_each_line_of_the_rows(index_dtype, level):
+    """The probe's checksum is the sum, over ids, of the first byte of every 64-byte line of the
+    row and its last byte: it read exactly the lines a lookup touches, split over the threads."""
+    gen = torch.Generator().manual_seed(11)
+    table = torch.randint(0, 256, (300, 136), dtype=torch.uint8, generator=gen)
+    ids = torch.randint(0, 300, (1001,), generator=gen).to(index_dtype)
+    rows = table[ids.long()].long()
+    expected = int(rows[:, 0::64].sum() + rows[:, -1].sum())
+    for distance in (0, 1, 16, 5000):
+        assert ops.gather_probe(table, ids, distance, level) == expected
+
+
+def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
+    table = torch.arange(10, dtype=torch.uint8).repeat_interleave(8).reshape(10, 8)
+    assert ops.gather_probe(table, torch.tensor([-1, 10, 10**12])) == 3 * 2 * 9  # last row
+    with pytest.raises(ValueError, match="level"):
+        ops.gather_probe(table, torch.tensor([0]), level="L3")
+    with pytest.raises(RuntimeError, match="prefetch_distance"):
+        ops.gather_probe(table, torch.tensor([0]), prefetch_distance=-1)
 
 
 @pytest.mark.parametrize("dim", [16, 64])
