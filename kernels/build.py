@@ -28,6 +28,7 @@ SOURCES = [
     "mlp_scalar.cpp",
     "mlp_avx512.cpp",
     "mlp_stack.cpp",
+    "mkl_bf16.cpp",
 ]
 
 

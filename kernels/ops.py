@@ -284,6 +284,23 @@ def set_prefetch_distance(rows: int) -> int:
     return _ops.set_prefetch_distance(rows)
 
 
+def mkl_bf16_available() -> bool:
+    """True when this torch carries MKL's bf16 GEMM (the MLP's small-batch bf16 products)."""
+    return bool(_ops.mkl_bf16_available())
+
+
+def mm_bf16_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [M, K] @ b [K, N] for bf16 matrices (plain or transposed views) into a new fp32 [M, N],
+    on MKL's bf16 GEMM (needs `mkl_bf16_available()`)."""
+    return _ops.mm_bf16_f32(a, b)
+
+
+def set_mkl_bf16_max_rows(rows: int) -> int:
+    """bf16 MLP products with fewer rows than `rows` run on MKL's bf16 GEMM, the others on
+    oneDNN (0: all on oneDNN; default 1024); returns the old value."""
+    return _ops.set_mkl_bf16_max_rows(rows)
+
+
 @torch.library.register_fake("recsys_kernels::embedding_bag")
 def _fake_bag(weight, indices, offsets, format=0, dim=-1, mode=0, per_sample_weights=None,
               include_last_offset=False, table="", out_dtype=None):  # fmt: skip

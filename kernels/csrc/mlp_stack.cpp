@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "mkl_bf16.h"
 #include "mlp_ops.h"
 
 namespace recsys_kernels {
@@ -65,6 +66,13 @@ at::Tensor input_grad(const at::Tensor& g, const at::Tensor& w) {
   return at::mm(g, padded).narrow(1, 0, in);
 }
 
+// bf16 products of fewer rows than mkl_bf16_max_rows() run on MKL's bf16 GEMM (fp32 out, then
+// the fp32 bias + ReLU pass and a cast; mkl_bf16.cpp says why) instead of oneDNN.
+bool small_bf16(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 && x.size(0) < mkl_bf16_max_rows() &&
+         mkl_bf16_available();
+}
+
 std::vector<at::Tensor> cast_all(at::TensorList ts, at::ScalarType dtype) {
   std::vector<at::Tensor> out;
   out.reserve(ts.size());
@@ -93,6 +101,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_for
     if (head && i == n - 1) {
       h = mlp_head_forward(h, w[i], b[i]);
       if (relu) h.relu_();
+    } else if (bf16 && small_bf16(h)) {  // fp32 product, fp32 bias + ReLU, then bf16
+      at::Tensor y = mm_bf16_f32(h, w[i].t());
+      h = bias_act_(y, biases[i], relu).to(at::kBFloat16);
     } else if (bf16) {
       h = linear_pointwise(h, w[i], b[i], relu);
     } else {
@@ -140,12 +151,16 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
       if (i > 0) below_bias = x_bias;
       continue;
     }
-    if (needs[2 * i]) grads[2 * i] = weight_grad(g, acts[i]).to(param_dtype);
+    const bool mkl = small_bf16(g);
+    if (needs[2 * i]) {
+      grads[2 * i] = (mkl ? mm_bf16_f32(g.t(), acts[i]) : weight_grad(g, acts[i])).to(param_dtype);
+    }
     if (i > 0) {
-      g = at::mm(g, weights[i]);
+      g = mkl ? mm_bf16_f32(g, weights[i]).to(at::kBFloat16) : at::mm(g, weights[i]);
       owned = true;
     } else if (need_x) {
-      g = input_grad(g, weights[i]);  // leaves the stack: may be a row-strided view
+      // leaves the stack: fp32 from MKL (cast below), else may be a row-strided view
+      g = mkl ? mm_bf16_f32(g, weights[i]) : input_grad(g, weights[i]);
     }
   }
   return {need_x ? g.to(x_dtype) : at::Tensor(), grads};
@@ -157,6 +172,7 @@ TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
   m.def(
       "mlp_forward(Tensor x, Tensor[] weights, Tensor[] biases, bool relu_last, bool bf16, "
       "bool head) -> (Tensor, Tensor[], Tensor[])");
+  m.def("set_mkl_bf16_max_rows(int rows) -> int", recsys_kernels::set_mkl_bf16_max_rows);
   m.def(
       "mlp_backward(Tensor grad, Tensor[] acts, Tensor[] weights, bool relu_last, bool head, "
       "int[] needs, bool need_x, ScalarType param_dtype, ScalarType x_dtype) -> "

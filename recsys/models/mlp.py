@@ -3,7 +3,10 @@
 On CPU the whole stack runs as one autograd node (`_FusedMLP`) instead of two to three per
 layer, its layer loop in C++ (`recsys_kernels::mlp_forward` / `mlp_backward`, no Python per
 layer): under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
-`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits), in fp32 the bias and
+`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits) - below 1024 rows every
+bf16 product runs on MKL's bf16 GEMM instead (fp32 out: oneDNN's ~30 us per call outside the
+product dominates there), its fp32 result through the fp32 bias + ReLU pass and cast to bf16,
+the weight gradients kept in fp32 (`kernels.ops.set_mkl_bf16_max_rows`) -, in fp32 the bias and
 ReLU run in one in-place pass after MKL's GEMM (`bias_act_`; `addmm` first copies the broadcast
 bias into the output); in the backward one C++ pass per layer masks the gradient with the ReLU
 output and sums the bias gradient in fp32 (`relu_bias_grad`, in place on the gradients the

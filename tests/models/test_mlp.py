@@ -1,5 +1,6 @@
-"""recsys's MLP: the fused CPU path (one autograd node; oneDNN bias+ReLU in bf16; the C++ ReLU
-and bias backward) against the plain layer-by-layer path and a float64 copy."""
+"""recsys's MLP: the fused CPU path (one autograd node; oneDNN bias+ReLU in bf16, MKL's bf16 GEMM
+for small batches; the C++ ReLU and bias backward) against the plain layer-by-layer path, a
+float64 copy and a float64 emulation of the bf16 roundings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ import copy
 import pytest
 import torch
 
+from kernels import ops
 from recsys.models.mlp import MLP
+
+needs_mkl_bf16 = pytest.mark.skipif(
+    not ops.mkl_bf16_available(), reason="this torch does not carry MKL's bf16 GEMM"
+)
+
+
+@pytest.fixture
+def mkl_rows():
+    """Sets the row count below which bf16 products run on MKL; restores it afterwards."""
+    old = ops.set_mkl_bf16_max_rows(1024)
+    yield ops.set_mkl_bf16_max_rows
+    ops.set_mkl_bf16_max_rows(old)
 
 
 def _model(relu_last: bool, seed: int = 0) -> MLP:
@@ -44,7 +58,8 @@ def test_fp32_fused_equals_float64_reference(relu_last):
         assert (y < 0).any()  # no ReLU after the last layer
 
 
-def test_bf16_fused_matches_autocast_plain_path():
+def test_bf16_fused_matches_autocast_plain_path(mkl_rows):
+    mkl_rows(0)  # every product on oneDNN, as the plain path's
     model = _model(relu_last=True)
     x = torch.randn(512, 13, generator=torch.Generator().manual_seed(2))
     y, gx, grads = _run(model, x, fused=True, bf16=True)
@@ -58,6 +73,84 @@ def test_bf16_fused_matches_autocast_plain_path():
     # bias gradients: fp32 sums of the masked bf16 gradient (autocast's are bf16 sums)
     for a, b in zip(grads[1::2], grads_ref[1::2], strict=True):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).double()
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float().double()
+
+
+def _emulate_mkl_path(model: MLP, x: torch.Tensor, grad_y: torch.Tensor):
+    """float64 model of the small-batch bf16 path: bf16 operands, products and sums rounded to
+    fp32 (MKL's accumulator), fp32 bias + ReLU, activations and input gradients rounded to bf16,
+    weight and bias gradients kept in fp32."""
+    weights = [_bf16(layer.weight.detach().double()) for layer in model.layers]
+    biases = [layer.bias.detach().double() for layer in model.layers]
+    last = len(weights) - 1
+    acts = [_bf16(x.double())]
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        y = _fp32(_fp32(acts[-1] @ w.t()) + _fp32(b))
+        acts.append(_bf16(torch.relu(y) if i < last or model.relu_last else y))
+    g, grads = _bf16(grad_y), []
+    for i in reversed(range(len(weights))):
+        if i < last or model.relu_last:
+            g = g * (acts[i + 1] > 0)
+        grads = [_fp32(g.t() @ acts[i]), _fp32(g.sum(0)), *grads]
+        g = _bf16(_fp32(g @ weights[i])) if i > 0 else _fp32(g @ weights[i])
+    return acts[-1], g, grads
+
+
+@needs_mkl_bf16
+@pytest.mark.parametrize("relu_last", [True, False])
+def test_bf16_small_batch_runs_on_mkl_with_fp32_accumulation(mkl_rows, relu_last):
+    """Below 1024 rows the bf16 products run on MKL (fp32 out): the output equals the float64
+    emulation of those roundings exactly, the gradients to fp32 accumulation error. The oneDNN
+    path (bf16 bias, bf16-rounded weight gradients) misses the same bounds by ~1000x."""
+    model = _model(relu_last)
+    x = torch.randn(512, 13, generator=torch.Generator().manual_seed(2))
+    results = {}
+    for rows in (1024, 0):
+        mkl_rows(rows)
+        y, gx, grads = _run(model, x, fused=True, bf16=True)
+        grad_y = torch.linspace(-1, 1, y.numel()).view_as(y)
+        y_e, gx_e, grads_e = _emulate_mkl_path(model, x, grad_y)
+        errors = [(y.double() - y_e).abs().max(), (gx.double() - gx_e).abs().max()]
+        pairs = zip(grads, grads_e, strict=True)
+        errors += [(a.double() - b).abs().max() / b.abs().max() for a, b in pairs]
+        results[rows] = max(float(e) for e in errors)
+    assert results[1024] < 2e-6
+    assert results[0] > 1e-3
+
+
+@needs_mkl_bf16
+@pytest.mark.parametrize(("m", "k", "n"), [(128, 367, 512), (1, 13, 5), (7, 1, 3), (64, 0, 9)])
+@pytest.mark.parametrize("transposed", [(False, False), (True, False), (False, True), (True, True)])
+def test_mm_bf16_f32_equals_float64_product(m, k, n, transposed):
+    gen = torch.Generator().manual_seed(m * 1000 + k + n)
+    a = torch.randn(m, k, generator=gen).bfloat16()
+    b = torch.randn(k, n, generator=gen).bfloat16()
+    if transposed[0]:
+        a = a.t().contiguous().t()  # same values, column-major storage
+    if transposed[1]:
+        b = b.t().contiguous().t()
+    c = ops.mm_bf16_f32(a, b)
+    assert c.dtype == torch.float32 and c.shape == (m, n) and c.is_contiguous()
+    exact = a.double() @ b.double()
+    bound = (a.double().abs() @ b.double().abs()) * max(k, 1) * 2.0**-23
+    assert ((c.double() - exact).abs() <= bound).all()
+
+
+@needs_mkl_bf16
+def test_mm_bf16_f32_rejects_mismatched_inputs():
+    with pytest.raises(RuntimeError, match=r"bf16 CPU matrices \[M, K\] and \[K, N\]"):
+        ops.mm_bf16_f32(torch.zeros(2, 3).bfloat16(), torch.zeros(4, 5).bfloat16())
+    with pytest.raises(RuntimeError, match="bf16 CPU matrices"):
+        ops.mm_bf16_f32(torch.zeros(2, 3), torch.zeros(3, 5))
+    with pytest.raises(RuntimeError, match="rows must be >= 0"):
+        ops.set_mkl_bf16_max_rows(-1)
 
 
 def test_frozen_layers_and_input_without_grad():
@@ -125,7 +218,8 @@ def test_fp32_head_equals_float64_reference(sizes, relu_last):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_head_matches_autocast_plain_path():
+def test_bf16_head_matches_autocast_plain_path(mkl_rows):
+    mkl_rows(0)  # the hidden layers on oneDNN, as the plain path's
     model = _head_model([64, 32, 1])
     x = torch.randn(512, 13, generator=torch.Generator().manual_seed(5))
     y, gx, grads = _run(model, x, fused=True, bf16=True)
