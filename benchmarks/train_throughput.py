@@ -237,7 +237,7 @@ def interleaved(variants: Variants, batch: int, warmup: int, steps: int, rounds:
 
 # Op-name patterns -> where the time goes (first match wins; self CPU time per step).
 CATEGORIES = (
-    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn")),
+    ("MLP GEMMs", ("aten::mm", "aten::addmm", "mkldnn", "recsys_kernels::mm_bf16_f32")),
     (
         # the fused stack's own passes (bias + ReLU, their backward, the width-1 head) run
         # inside recsys_kernels::mlp_forward / mlp_backward: their self time

@@ -6,6 +6,7 @@
 // the symbol is looked up at run time so that a torch without it leaves the oneDNN path in use.
 #include "mkl_bf16.h"
 
+#include <ATen/record_function.h>
 #include <dlfcn.h>
 #include <torch/library.h>
 
@@ -73,6 +74,8 @@ at::Tensor mm_bf16_f32(const at::Tensor& a_in, const at::Tensor& b_in) {
               "recsys_kernels.mm_bf16_f32: expects bf16 CPU matrices [M, K] and [K, N], got ",
               a_in.scalar_type(), " ", a_in.sizes(), " and ", b_in.scalar_type(), " ",
               b_in.sizes());
+  // Called from C++ (mlp_stack.cpp), not through the dispatcher: named for torch.profiler here.
+  RECORD_FUNCTION("recsys_kernels::mm_bf16_f32", std::vector<c10::IValue>());
   const at::Tensor a = unit_stride(a_in) ? a_in : a_in.contiguous();
   const at::Tensor b = unit_stride(b_in) ? b_in : b_in.contiguous();
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
