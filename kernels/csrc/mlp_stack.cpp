@@ -91,19 +91,22 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_for
               "recsys_kernels.mlp_forward: one bias per weight, got ", n, " weights and ",
               biases.size(), " biases");
   const at::ScalarType work = bf16 ? at::kBFloat16 : at::kFloat;
-  std::vector<at::Tensor> w = cast_all(weights, work), b = cast_all(biases, work);
+  at::Tensor h = x.to(work);
+  // A small bf16 batch runs every layer on MKL with the fp32 biases: no bf16 copies of them.
+  const bool mkl = bf16 && small_bf16(h);
+  std::vector<at::Tensor> w = cast_all(weights, work);
+  std::vector<at::Tensor> b = mkl ? biases.vec() : cast_all(biases, work);
   std::vector<at::Tensor> acts;  // each layer's input, then the last layer's output
   acts.reserve(n + 1);
-  at::Tensor h = x.to(work);
   acts.push_back(h);
   for (int64_t i = 0; i < n; ++i) {
     const bool relu = i < n - 1 || relu_last;
     if (head && i == n - 1) {
       h = mlp_head_forward(h, w[i], b[i]);
       if (relu) h.relu_();
-    } else if (bf16 && small_bf16(h)) {  // fp32 product, fp32 bias + ReLU, then bf16
+    } else if (mkl) {  // fp32 product, fp32 bias + ReLU, then bf16
       at::Tensor y = mm_bf16_f32(h, w[i].t());
-      h = bias_act_(y, biases[i], relu).to(at::kBFloat16);
+      h = bias_act_(y, b[i], relu).to(at::kBFloat16);
     } else if (bf16) {
       h = linear_pointwise(h, w[i], b[i], relu);
     } else {

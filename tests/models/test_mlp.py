@@ -104,12 +104,13 @@ def _emulate_mkl_path(model: MLP, x: torch.Tensor, grad_y: torch.Tensor):
 
 
 @needs_mkl_bf16
-@pytest.mark.parametrize("relu_last", [True, False])
-def test_bf16_small_batch_runs_on_mkl_with_fp32_accumulation(mkl_rows, relu_last):
+@pytest.mark.parametrize("shape", ["relu_last", "linear_last", "head"])
+def test_bf16_small_batch_runs_on_mkl_with_fp32_accumulation(mkl_rows, shape):
     """Below 1024 rows the bf16 products run on MKL (fp32 out): the output equals the float64
-    emulation of those roundings exactly, the gradients to fp32 accumulation error. The oneDNN
-    path (bf16 bias, bf16-rounded weight gradients) misses the same bounds by ~1000x."""
-    model = _model(relu_last)
+    emulation of those roundings exactly, the gradients to fp32 accumulation error (the width-1
+    head's kernels included). The oneDNN path (bf16 bias, bf16-rounded weight gradients)
+    misses the same bounds by ~1000x."""
+    model = _head_model([64, 32, 1]) if shape == "head" else _model(shape == "relu_last")
     x = torch.randn(512, 13, generator=torch.Generator().manual_seed(2))
     results = {}
     for rows in (1024, 0):
