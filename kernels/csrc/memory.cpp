@@ -43,14 +43,16 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
   const auto row_of = [&](int64_t i) {
     return table + std::min(static_cast<uint64_t>(idx[i]), last_row) * rb;
   };
-  const int64_t grain = std::max<int64_t>(1, (n + at::get_num_threads() - 1) / at::get_num_threads());
+  const int64_t threads = at::get_num_threads();
+  const int64_t grain = std::max<int64_t>(1, (n + threads - 1) / threads);  // one task a thread
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     int64_t sum = 0;
     for (int64_t i = begin; i < end; ++i) {
       if (pd > 0 && i + pd < end) {
         const char* p = reinterpret_cast<const char*>(row_of(i + pd));
-        for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(p + o, Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1);
-        _mm_prefetch(p + rb - 1, Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1);
+        constexpr auto kHint = Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1;
+        for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(p + o, kHint);
+        _mm_prefetch(p + rb - 1, kHint);
       }
       const uint8_t* row = row_of(i);
       for (int64_t o = 0; o < rb; o += 64) sum += row[o];
@@ -82,7 +84,8 @@ at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
               "recsys_kernels: gather_probe takes a contiguous [rows >= 1, bytes >= 1] table and "
               "contiguous 1-D int32 or int64 indices");
   TORCH_CHECK(prefetch_distance >= 0 && (hint == 0 || hint == 1),
-              "recsys_kernels: gather_probe takes prefetch_distance >= 0 and hint 0 (L1) or 1 (L2)");
+              "recsys_kernels: gather_probe takes prefetch_distance >= 0 and hint 0 (L1) or 1 "
+              "(L2)");
   const auto* data = static_cast<const uint8_t*>(table.data_ptr());
   const int64_t rows = table.size(0), rb = table.size(1) * table.element_size();
   const int64_t n = indices.numel();
