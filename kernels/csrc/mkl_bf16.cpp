@@ -40,20 +40,23 @@ GemmBf16 gemm() {
   return fn;
 }
 
-// A row-major matrix as MKL's column-major operand of its transpose: (op, ld).
-void as_column_major(const at::Tensor& t, char& op, int64_t& ld) {
-  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1))) {
-    op = 'N';
-    ld = t.stride(0);
-  } else {
-    op = 'T';
-    ld = t.stride(1);
-  }
+// Unit stride along rows (plain row-major) or along columns (a transposed view).
+bool rows_contiguous(const at::Tensor& t) {
+  return t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1));
+}
+bool columns_contiguous(const at::Tensor& t) {
+  return t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0));
 }
 
-bool unit_stride(const at::Tensor& t) {
-  return (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1))) ||
-         (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0)));
+// A row-major matrix as MKL's column-major operand of its transpose: (op, ld).
+void as_column_major(const at::Tensor& t, char& op, int64_t& ld) {
+  const bool rows = rows_contiguous(t);
+  op = rows ? 'N' : 'T';
+  ld = rows ? t.stride(0) : t.stride(1);
+}
+
+at::Tensor with_unit_stride(const at::Tensor& t) {
+  return rows_contiguous(t) || columns_contiguous(t) ? t : t.contiguous();
 }
 
 }  // namespace
@@ -76,8 +79,7 @@ at::Tensor mm_bf16_f32(const at::Tensor& a_in, const at::Tensor& b_in) {
               b_in.sizes());
   // Called from C++ (mlp_stack.cpp), not through the dispatcher: named for torch.profiler here.
   RECORD_FUNCTION("recsys_kernels::mm_bf16_f32", std::vector<c10::IValue>());
-  const at::Tensor a = unit_stride(a_in) ? a_in : a_in.contiguous();
-  const at::Tensor b = unit_stride(b_in) ? b_in : b_in.contiguous();
+  const at::Tensor a = with_unit_stride(a_in), b = with_unit_stride(b_in);
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   at::Tensor c = at::empty({m, n}, a.options().dtype(at::kFloat));
   if (m == 0 || n == 0) return c;
@@ -97,6 +99,7 @@ at::Tensor mm_bf16_f32(const at::Tensor& a_in, const at::Tensor& b_in) {
 
 TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
   m.def("mkl_bf16_available() -> bool", recsys_kernels::mkl_bf16_available);
+  m.def("set_mkl_bf16_max_rows(int rows) -> int", recsys_kernels::set_mkl_bf16_max_rows);
   m.def("mm_bf16_f32(Tensor a, Tensor b) -> Tensor");
 }
 

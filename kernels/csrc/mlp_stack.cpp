@@ -93,7 +93,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_for
   const at::ScalarType work = bf16 ? at::kBFloat16 : at::kFloat;
   at::Tensor h = x.to(work);
   // A small bf16 batch runs every layer on MKL with the fp32 biases: no bf16 copies of them.
-  const bool mkl = bf16 && small_bf16(h);
+  const bool mkl = small_bf16(h);
   std::vector<at::Tensor> w = cast_all(weights, work);
   std::vector<at::Tensor> b = mkl ? biases.vec() : cast_all(biases, work);
   std::vector<at::Tensor> acts;  // each layer's input, then the last layer's output
@@ -131,6 +131,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
               " flags for ", n, " layers, got ", acts.size(), " and ", needs.size());
   std::vector<at::Tensor> grads(static_cast<size_t>(2 * n));
   at::Tensor g = grad.to(acts[n].scalar_type());
+  const bool mkl = small_bf16(g);  // the batch, and so the choice, is the same for every layer
   bool owned = false;  // g is a gradient made here (masked in place), not autograd's
   at::Tensor below_bias;  // the head's pass already masked g: the bias gradient it summed
   for (int64_t i = n - 1; i >= 0; --i) {
@@ -154,7 +155,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
       if (i > 0) below_bias = x_bias;
       continue;
     }
-    const bool mkl = small_bf16(g);
     if (needs[2 * i]) {
       grads[2 * i] = (mkl ? mm_bf16_f32(g.t(), acts[i]) : weight_grad(g, acts[i])).to(param_dtype);
     }
@@ -175,7 +175,6 @@ TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
   m.def(
       "mlp_forward(Tensor x, Tensor[] weights, Tensor[] biases, bool relu_last, bool bf16, "
       "bool head) -> (Tensor, Tensor[], Tensor[])");
-  m.def("set_mkl_bf16_max_rows(int rows) -> int", recsys_kernels::set_mkl_bf16_max_rows);
   m.def(
       "mlp_backward(Tensor grad, Tensor[] acts, Tensor[] weights, bool relu_last, bool head, "
       "int[] needs, bool need_x, ScalarType param_dtype, ScalarType x_dtype) -> "

@@ -1,5 +1,5 @@
-// The lookup entry points (and the benchmark's gather probe), shared by the operator registration (ops.cpp) and the direct Python
-// bindings (bindings.cpp).
+// The lookup entry points (and the benchmark's gather probe), shared by the operator
+// registration (ops.cpp) and the direct Python bindings (bindings.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
