@@ -8,6 +8,16 @@ Here the table-wise and column-wise shardings of a group of one hand the feature
 and the lookup's output to the model as they are. The module, its plan, its state dict and its
 numbers are torchrec's; only the two identities are skipped, so a run at world size 1 goes
 through the same DistributedModelParallel path as one at world size 8.
+
+With the identities gone, what is left of torchrec's sharded forward around the table-batched
+lookups is bookkeeping: a context, two nested awaitables, a sharding context per sharding type,
+profiler annotations, a lazy awaitable around the output (~0.4 ms a call at batch 128, as much
+as the lookup itself). Once torchrec's own first forward has set the module up, and as long as
+it uses none of the features that need that bookkeeping (variable batch sizes, mean pooling,
+feature processors, weighted features, trackers, memory stashing, score collection), the
+collection goes straight from the features to its table-batched modules and returns the
+pooled `KeyedTensor` (`direct_forward`): the same modules, in the same order, on the same
+feature splits, hence the same numbers.
 """
 
 from __future__ import annotations
@@ -16,13 +26,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchrec.distributed.embedding_lookup import GroupedPooledEmbeddingsLookup
 from torchrec.distributed.embeddingbag import (
     EmbeddingBagCollectionSharder,
     ShardedEmbeddingBagCollection,
 )
+from torchrec.distributed.memory_stashing import MemoryStashingManager
 from torchrec.distributed.types import Awaitable, NoWait, ShardingEnv, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 # Sharding types whose input and output distributions are identities in a group of one.
 # (Row-wise shardings bucketize ids on the way in and reduce-scatter on the way out;
@@ -63,7 +75,58 @@ class LocalPooledDist(nn.Module):
 
 
 class GroupOfOneEmbeddingBagCollection(ShardedEmbeddingBagCollection):
-    """torchrec's sharded collection with the identity all-to-alls of a group of one skipped."""
+    """torchrec's sharded collection with the identity all-to-alls of a group of one skipped,
+    and its forward straight to the lookups where nothing needs torchrec's bookkeeping."""
+
+    direct_forward: bool | None = None  # None until torchrec's first forward set the module up
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self.direct_forward is None and not self._has_uninitialized_input_dist:
+            self.direct_forward = self._direct_forward_applies()
+        features = inputs[0] if len(inputs) == 1 and not kwargs else None
+        if (
+            not self.direct_forward
+            or not isinstance(features, KeyedJaggedTensor)
+            or features.variable_stride_per_key()
+            or MemoryStashingManager.is_enabled()
+        ):
+            return super().forward(*inputs, **kwargs)
+        with torch.no_grad():  # as in torchrec's input distribution
+            if self._has_features_permute:
+                features = features.permute(self._features_order, self._features_order_tensor)
+            per_sharding = features.split(self._feature_splits)
+        pooled = []
+        for lookup, part in zip(self._lookups, per_sharding, strict=True):
+            groups = part.split(lookup._feature_splits)
+            pooled.extend(m(g) for m, g in zip(lookup._emb_modules, groups, strict=True))
+        values = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
+        return KeyedTensor(self._embedding_names, self._embedding_dims, values, key_dim=1)
+
+    def _direct_forward_applies(self) -> bool:
+        """Whether torchrec's forward would do nothing here beyond the lookups (checked once,
+        after its first call built the distributions)."""
+        if (
+            any(t not in LOCAL_SHARDING_TYPES for t in self._sharding_types)
+            or self._has_mean_pooling_callback
+            or self._enabled_feature_score_auto_collection
+            or self.post_lookup_tracker_fn is not None
+            or self.post_odist_tracker_fn is not None
+            or not self._lookups
+        ):
+            return False
+        for lookup in self._lookups:
+            if type(lookup) is not GroupedPooledEmbeddingsLookup or not lookup._emb_modules:
+                return False
+            if lookup.optim_state_tracker_fn is not None:
+                return False
+            if any(c.has_feature_processor or c.is_weighted for c in lookup.grouped_configs):
+                return False
+            if any(
+                hasattr(m, "wait_for_forward") or hasattr(m, "get_rs_awaitable")
+                for m in lookup._emb_modules
+            ):
+                return False
+        return True
 
     def _create_input_dist(self, input_feature_names: list[str]) -> None:
         super()._create_input_dist(input_feature_names)

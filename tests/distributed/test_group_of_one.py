@@ -9,7 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.embeddingbag import (
+    EmbeddingBagCollectionSharder,
+    ShardedEmbeddingBagCollection,
+)
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import NoWait, ShardingEnv
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -115,6 +118,7 @@ def test_same_numbers_as_torchrecs_all_to_alls(dist_env, pins):
         assert ours_grads.keys() == stock_grads.keys() and len(ours_grads) >= 6  # both MLPs
         for name, grad in ours_grads.items():
             torch.testing.assert_close(grad, stock_grads[name], rtol=0, atol=0, msg=name)
+    assert sharded.direct_forward is True  # steps 2-3 went straight to the lookups
     assert all(isinstance(d, LocalFeaturesDist) for d in sharded._input_dists)
     assert all(isinstance(d, LocalPooledDist) for d in sharded._output_dists)
     ours_tables, stock_tables = _tables(ours), _tables(stock)
@@ -148,3 +152,29 @@ def test_variable_batch_keeps_the_collective():
     ctx.variable_batch_per_feature = False
     out = pooled(embs, ctx)
     assert isinstance(out, NoWait) and out.wait() is embs
+
+
+def test_direct_forward_routes_only_what_it_can_take(dist_env, monkeypatch):
+    """After torchrec's first forward the collection skips torchrec's; inputs that need its
+    bookkeeping (variable batch sizes) still take it."""
+    dmp = _sharded(embedding_sharder(torch.device("cpu")), MIXED)
+    sharded = dmp.module.embedding_bag_collection
+    _, sparse, _ = _batch(0)
+    assert sharded.direct_forward is None
+    first = sharded(sparse).wait().values()  # torchrec's forward: builds the distributions
+    calls = []
+    stock_forward = ShardedEmbeddingBagCollection.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return stock_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShardedEmbeddingBagCollection, "forward", counted)
+    with torch.no_grad():
+        direct = sharded(sparse)
+    assert sharded.direct_forward is True and not calls
+    assert direct.keys() == sharded._embedding_names
+    torch.testing.assert_close(direct.values(), first, rtol=0, atol=0)
+    sharded.direct_forward = False  # e.g. a tracker registered: torchrec's forward again
+    torch.testing.assert_close(sharded(sparse).wait().values(), first, rtol=0, atol=0)
+    assert len(calls) == 1
