@@ -174,25 +174,25 @@ class ParquetBatchLoader:
 
     def _to_batch(self, block: RowBlock) -> Batch:
         n = len(block)
-        keys = self.manifest.sparse_names
-        values, lengths = [], []
-        single = iter(range(block.ids.shape[1]))
-        multi = iter(block.multi)
         ids_t = torch.from_numpy(np.ascontiguousarray(block.ids.T))  # [F_single, n]
-        for feat in self.manifest.sparse_features:
-            if feat.multi_hot:
-                arr = next(multi)
-                offsets = arr.offsets.to_numpy()
-                lengths.append(torch.from_numpy(np.diff(offsets)))
-                values.append(
-                    torch.from_numpy(np.require(arr.flatten().to_numpy(), requirements="W"))
-                )
-            else:
-                values.append(ids_t[next(single)])
-                lengths.append(self._unit_lengths(n))
-        kjt = KeyedJaggedTensor(
-            keys=keys, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32)
-        )
+        if not block.multi:  # all single-hot: the KJT's values are the transposed ids as they are
+            values = ids_t.view(-1)
+            lengths = self._unit_lengths(ids_t.numel())
+        else:
+            single, multi = iter(ids_t), iter(block.multi)
+            parts, part_lengths = [], []
+            for feat in self.manifest.sparse_features:
+                if feat.multi_hot:
+                    arr = next(multi)
+                    offsets = arr.offsets.to_numpy()
+                    part_lengths.append(torch.from_numpy(np.diff(offsets).astype(np.int32)))
+                    flat = np.require(arr.flatten().to_numpy(), requirements="W")
+                    parts.append(torch.from_numpy(flat))
+                else:
+                    parts.append(next(single))
+                    part_lengths.append(self._unit_lengths(n))
+            values, lengths = torch.cat(parts), torch.cat(part_lengths)
+        kjt = KeyedJaggedTensor(keys=self.manifest.sparse_names, values=values, lengths=lengths)
         return Batch(
             dense=torch.from_numpy(block.dense),
             sparse=kjt,
@@ -201,9 +201,10 @@ class ParquetBatchLoader:
         )
 
     def _unit_lengths(self, n: int) -> torch.Tensor:
+        """n int32 ones (a view of a cached tensor: one-id bags)."""
         if self._ones is None or self._ones.numel() < n:
-            self._ones = torch.ones(max(n, self.batch_size), dtype=torch.int64)
-        return self._ones[:n]
+            self._ones = torch.ones(n, dtype=torch.int32)
+        return self._ones[:n].clone()  # its own tensor: a consumer may change it in place
 
 
 _DONE = object()

@@ -38,7 +38,9 @@ def test_batch_contents_match_parquet(tiny_dataset):
     np.testing.assert_array_equal(batch.dense[:, 2].numpy(), table["I3"].to_numpy()[:64])
     kjt = batch.sparse
     assert kjt.keys() == m.sparse_names
-    np.testing.assert_array_equal(kjt["C5"].values().numpy(), table["C5"].to_numpy()[:64])
+    assert kjt.lengths().dtype == torch.int32 and kjt.lengths().tolist() == [1] * kjt.lengths().numel()
+    for name in m.sparse_names:  # feature-major values: every feature's ids in row order
+        np.testing.assert_array_equal(kjt[name].values().numpy(), table[name].to_numpy()[:64])
     np.testing.assert_array_equal(batch.true_ctr.numpy(), table["ctr_true"].to_numpy()[:64])
 
 
@@ -82,10 +84,14 @@ def test_epochs_reshuffle_deterministically(tiny_dataset):
 # -- bad input ------------------------------------------------------------------------------
 
 
-def _write(tmp_path, columns: dict, sparse=(("C1", 10),), multi=False) -> DatasetManifest:
+def _write(
+    tmp_path, columns: dict, sparse=(("C1", 10),), multi: bool | set[str] = False
+) -> DatasetManifest:
+    """`multi`: all sparse features multi-hot (True), or the ones named."""
+    hot = (lambda n: multi) if isinstance(multi, bool) else (lambda n: n in multi)
     m = DatasetManifest(
         name="t", dense_features=["I1"],
-        sparse_features=[SparseFeature(n, v, multi) for n, v in sparse], splits={},
+        sparse_features=[SparseFeature(n, v, hot(n)) for n, v in sparse], splits={},
     )  # fmt: skip
     w = SplitWriter(tmp_path, "train", m, 1000)
     w.write(pa.table(columns))
@@ -163,11 +169,17 @@ def test_null_value_rejected(tmp_path):
 
 
 def test_multi_hot_lists_become_jagged(tmp_path):
-    cols = _good() | {"C1": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(pa.int64()))}
-    m = _write(tmp_path, cols, multi=True)
+    cols = _good() | {"C1": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(pa.int64())),
+                      "C2": pa.array([6, 0, 5, 2], pa.int64()),
+                      "C3": pa.array([9, 8, 1, 3], pa.int64())}  # fmt: skip
+    m = _write(tmp_path, cols, sparse=(("C2", 7), ("C1", 10), ("C3", 10)), multi={"C1"})
     batch = next(iter(ParquetBatchLoader(tmp_path, m, "train", 4)))
     jt = batch.sparse["C1"]
     assert jt.lengths().tolist() == [2, 0, 1, 3]
     assert jt.values().tolist() == [1, 2, 3, 4, 5, 6]
+    assert batch.sparse.lengths().dtype == torch.int32
+    for name in ("C2", "C3"):  # single-hot features before and after it
+        assert batch.sparse[name].lengths().tolist() == [1, 1, 1, 1]
+        assert batch.sparse[name].values().tolist() == cols[name].to_pylist()
     shuffled = next(iter(ParquetBatchLoader(tmp_path, m, "train", 4, shuffle=True, seed=0)))
     assert sorted(shuffled.sparse["C1"].lengths().tolist()) == [0, 1, 2, 3]
