@@ -38,7 +38,8 @@ def test_batch_contents_match_parquet(tiny_dataset):
     np.testing.assert_array_equal(batch.dense[:, 2].numpy(), table["I3"].to_numpy()[:64])
     kjt = batch.sparse
     assert kjt.keys() == m.sparse_names
-    assert kjt.lengths().dtype == torch.int32 and kjt.lengths().tolist() == [1] * kjt.lengths().numel()
+    lengths = kjt.lengths()
+    assert lengths.dtype == torch.int32 and lengths.tolist() == [1] * lengths.numel()
     for name in m.sparse_names:  # feature-major values: every feature's ids in row order
         np.testing.assert_array_equal(kjt[name].values().numpy(), table[name].to_numpy()[:64])
     np.testing.assert_array_equal(batch.true_ctr.numpy(), table["ctr_true"].to_numpy()[:64])
