@@ -26,6 +26,7 @@ build without the kernels take the plain path (`fused=False` forces it).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
@@ -86,7 +87,9 @@ class _FusedMLP(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
         # A width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM.
         ctx.head = params[-2].shape[0] == 1 and _FusedMLP.heads
-        with torch.autocast("cpu", enabled=False):
+        # the op's own GEMMs must not be autocast; entering the context costs ~6 us: only if on
+        on = torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False) if on else contextlib.nullcontext():
             out, acts, weights = kernel_ops().mlp_forward(
                 x, params[0::2], params[1::2], relu_last, work == _BF16, ctx.head
             )

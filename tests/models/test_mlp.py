@@ -106,10 +106,10 @@ def _emulate_mkl_path(model: MLP, x: torch.Tensor, grad_y: torch.Tensor):
 @needs_mkl_bf16
 @pytest.mark.parametrize("shape", ["relu_last", "linear_last", "head"])
 def test_bf16_small_batch_runs_on_mkl_with_fp32_accumulation(mkl_rows, shape):
-    """Below 1024 rows the bf16 products run on MKL (fp32 out): the output equals the float64
-    emulation of those roundings exactly, the gradients to fp32 accumulation error (the width-1
-    head's kernels included). The oneDNN path (bf16 bias, bf16-rounded weight gradients)
-    misses the same bounds by ~1000x."""
+    """Below 1024 rows the bf16 products run on MKL (fp32 out): output and gradients equal the
+    float64 emulation of those roundings to fp32 accumulation error (the width-1 head's kernels
+    included). The oneDNN path (bf16 bias, bf16-rounded weight gradients) misses the same bound
+    by more than 20x."""
     model = _head_model([64, 32, 1]) if shape == "head" else _model(shape == "relu_last")
     x = torch.randn(512, 13, generator=torch.Generator().manual_seed(2))
     results = {}
@@ -120,9 +120,13 @@ def test_bf16_small_batch_runs_on_mkl_with_fp32_accumulation(mkl_rows, shape):
         y_e, gx_e, grads_e = _emulate_mkl_path(model, x, grad_y)
         errors = [(y.double() - y_e).abs().max(), (gx.double() - gx_e).abs().max()]
         pairs = zip(grads, grads_e, strict=True)
-        errors += [(a.double() - b).abs().max() / b.abs().max() for a, b in pairs]
+        errors += [(a.double() - b).abs().max() / b.abs().max() for a, b in pairs if b.any()]
         results[rows] = max(float(e) for e in errors)
-    assert results[1024] < 2e-6
+    # MKL's fp32 sums run in a CPU-dependent order (AMX tiles or AVX-512 BF16 dot products), so
+    # an fp32 result one ulp from the emulation's can round to the neighbouring bf16 activation or
+    # input gradient (2^-8 apart), which the next layer's sums carry on: 2e-6 with AMX, 4e-5
+    # with AVX-512 BF16 only; the oneDNN path is off by 2e-3 or more.
+    assert results[1024] < 1e-4
     assert results[0] > 1e-3
 
 
