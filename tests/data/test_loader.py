@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from recsys.data.features import DatasetError, DatasetManifest, SparseFeature, SplitInfo
-from recsys.data.loader import ParquetBatchLoader
+from recsys.data.loader import ParquetBatchLoader, _prefetched
 from recsys.data.schema import SplitWriter
 
 
@@ -184,3 +186,35 @@ def test_multi_hot_lists_become_jagged(tmp_path):
         assert batch.sparse[name].values().tolist() == cols[name].to_pylist()
     shuffled = next(iter(ParquetBatchLoader(tmp_path, m, "train", 4, shuffle=True, seed=0)))
     assert sorted(shuffled.sparse["C1"].lengths().tolist()) == [0, 1, 2, 3]
+
+
+def test_prefetch_thread_refills_in_bursts():
+    """Full buffer: the thread sleeps until half of it is consumed, then refills it at once
+    (one wake-up per depth / 2 items, not one per item); items come in order, then the end."""
+    produced: list[int] = []
+
+    def source():
+        for i in range(40):
+            produced.append(i)
+            yield i
+
+    leads = []  # items made but not yet consumed, after each item consumed
+    for k, item in enumerate(_prefetched(source(), depth=8)):
+        assert item == k
+        time.sleep(0.02)  # time for the thread to act
+        leads.append(len(produced) - (k + 1))
+    assert k == 39
+    # A per-item refill keeps the lead at 9 (8 buffered + 1 made, waiting for room); the burst
+    # refill lets it fall to 6 (5 buffered + 1) before refilling at 4 buffered.
+    assert min(leads[:30]) <= 6
+
+
+def test_prefetch_thread_error_reaches_the_consumer():
+    def source():
+        yield 1
+        raise DatasetError("part-0.parquet: row 7: label 3 is not 0 or 1")
+
+    items = _prefetched(source(), depth=4)
+    assert next(items) == 1
+    with pytest.raises(DatasetError, match="row 7: label 3"):
+        next(items)
