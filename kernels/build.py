@@ -29,6 +29,7 @@ SOURCES = [
     "mlp_avx512.cpp",
     "mlp_stack.cpp",
     "mkl_bf16.cpp",
+    "fpenv.cpp",
 ]
 
 

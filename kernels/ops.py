@@ -382,3 +382,11 @@ def _fake_head_backward(grad, x, weight, relu):
         x.new_empty((x.shape[1],), dtype=f32),
         x.new_empty((1, x.shape[1]), dtype=f32),
     )
+
+
+def set_flush_denormal(on: bool) -> int:
+    """Flush subnormal floats to zero (FTZ + DAZ) on the calling thread and on every thread of
+    torch's intra-op pool (`torch.set_flush_denormal` sets the caller only, and a pool worker
+    keeps what it copied from its creator); returns the number of threads set, 0 where the CPU
+    has no such mode."""
+    return int(_ops.set_flush_denormal(on))

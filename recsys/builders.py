@@ -40,6 +40,7 @@ from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 from recsys.training.trainer import LoopSettings, Trainer
 from recsys.utils.allocator import retain_freed_memory
 from recsys.utils.hugepages import place_tables_on_huge_pages
+from recsys.utils.kernels import flush_denormals
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     t = cfg.trainer
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
+    if t.flush_denormal and not flush_denormals():
+        log.info("trainer.flush_denormal: not supported on this CPU, left as it is")
     if t.retain_freed_memory and not retain_freed_memory():
         log.info("trainer.retain_freed_memory: not glibc, allocator left as it is")
     if t.embedding_kernels not in ("recsys", "fbgemm"):

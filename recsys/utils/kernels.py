@@ -24,3 +24,15 @@ def kernel_ops() -> ModuleType | None:
         log.warning("%s; the PyTorch / fbgemm paths run instead", e)
         return None
     return ops
+
+
+def flush_denormals() -> bool:
+    """Subnormal floats flushed to zero (x86 FTZ + DAZ) on every thread of torch's pool, by the
+    kernels' op; on the calling thread only (torch's switch) when they are not built. False
+    where the CPU has no such mode."""
+    import torch
+
+    ops = kernel_ops()
+    if ops is not None:
+        return ops.set_flush_denormal(True) > 0
+    return torch.set_flush_denormal(True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
+import torch
 
 import recsys.builders as builders
+from kernels import ops
 from recsys.config import TrainConfig
 
 
@@ -52,3 +56,43 @@ def test_bf16_without_amx_warns(tiny_dataset, dist_env, tmp_path, monkeypatch, c
         builders.build_trainer(cfg, tmp_path, dist_env, config_yaml="")
     warned = [r for r in caplog.records if "without AMX" in r.getMessage()]
     assert len(warned) == (0 if amx else 1)
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal (1.18e-38)
+
+
+def _subnormals_kept() -> int:
+    """Subnormal inputs surviving a multiply spread over both threads (1M elements, grain 32k)."""
+    x = torch.full((1 << 20,), SUBNORMAL)
+    return int(torch.count_nonzero(x * 1.0))
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    ops.set_flush_denormal(False)
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 FTZ/DAZ")
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_on_every_thread(tiny_dataset, dist_env, tmp_path, two_threads, flush):
+    """`trainer.flush_denormal` reaches the OpenMP workers too (they run most of the step's
+    arithmetic), also when the pool already exists."""
+    ops.set_flush_denormal(False)
+    assert _subnormals_kept() == 1 << 20  # the pool's worker exists now
+    cfg = _config(tiny_dataset)
+    cfg.trainer.flush_denormal = flush
+    builders.build_trainer(cfg, tmp_path, dist_env, config_yaml="")
+    assert _subnormals_kept() == (0 if flush else 1 << 20)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 FTZ/DAZ")
+def test_flush_denormal_op_sets_and_clears_every_thread(two_threads):
+    assert torch.finfo(torch.float32).tiny > SUBNORMAL > 0
+    assert ops.set_flush_denormal(True) == 2
+    assert _subnormals_kept() == 0  # DAZ on both threads: read as zero everywhere
+    assert ops.set_flush_denormal(False) == 2
+    assert _subnormals_kept() == 1 << 20
