@@ -148,7 +148,7 @@ class TrainerConfig:
     # (kernels/csrc/tbe_backward.cpp, 3.5-15x fbgemm 1.8's here) | fbgemm. Same tables,
     # optimizer state and arithmetic either way.
     embedding_kernels: str = "recsys"
-    prefetch_batches: int = 4
+    prefetch_batches: int = 4  # batches read ahead by the loader thread (at least 4,096 rows)
     shuffle: bool = True
     tensorboard: bool = True
 
