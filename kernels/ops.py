@@ -389,4 +389,6 @@ def set_flush_denormal(on: bool) -> int:
     torch's intra-op pool (`torch.set_flush_denormal` sets the caller only, and a pool worker
     keeps what it copied from its creator); returns the number of threads set, 0 where the CPU
     has no such mode."""
+    if not isinstance(on, bool):  # the op would read None as False and 2.5 as True
+        raise TypeError(f"set_flush_denormal takes True or False, got {on!r}")
     return int(_ops.set_flush_denormal(on))

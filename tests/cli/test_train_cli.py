@@ -64,6 +64,7 @@ def test_cfg_job_prints_resolved_overrides(tmp_path):
     [
         ("model.embeding_dim=4", "embeding_dim"),
         ("trainer.max_steps=many", "max_steps"),
+        ("trainer.flush_denormal=maybe", "flush_denormal"),
         ("model=transformer", "model"),
     ],
 )

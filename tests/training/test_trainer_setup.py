@@ -96,3 +96,9 @@ def test_flush_denormal_op_sets_and_clears_every_thread(two_threads):
     assert _subnormals_kept() == 0  # DAZ on both threads: read as zero everywhere
     assert ops.set_flush_denormal(False) == 2
     assert _subnormals_kept() == 1 << 20
+
+
+@pytest.mark.parametrize("bad", [None, 2.5, "yes"])
+def test_flush_denormal_op_rejects_non_bools(bad):
+    with pytest.raises(TypeError, match="set_flush_denormal takes True or False, got"):
+        ops.set_flush_denormal(bad)
