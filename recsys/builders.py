@@ -31,8 +31,8 @@ from recsys.models.dlrm import DLRM, table_configs
 from recsys.training.checkpoint import CheckpointManager, resolve_resume
 from recsys.training.optim import (
     LRSchedule,
+    TrainingOptimizer,
     attach_embedding_optimizer,
-    combined_optimizer,
     dense_optimizer,
 )
 from recsys.training.reporting import Reporter
@@ -159,7 +159,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
         (run_dir / "sharding_plan.txt").write_text(str(plan))
     d = cfg.optim.dense
     dense = dense_optimizer(dmp, d.name, d.lr, d.weight_decay, d.momentum, d.eps)
-    optimizer = combined_optimizer(dmp.fused_optimizer, dense)
+    optimizer = TrainingOptimizer(dmp.fused_optimizer, dense)
     total = t.max_steps if t.max_steps is not None else t.epochs * len(train_loader)
     o = cfg.optim
     schedule = LRSchedule(total, o.warmup_steps, o.warmup_start_factor, o.decay,

@@ -10,7 +10,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -49,7 +48,7 @@ int64_t set_flush_denormal(bool on) {
       threads.fetch_add(1, std::memory_order_relaxed);
     }
   });
-  return std::max<int64_t>(threads.load(), 1);
+  return threads.load();
 }
 
 }  // namespace recsys_kernels

@@ -26,12 +26,12 @@ build without the kernels take the plain path (`fused=False` forces it).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 
 import torch
 from torch import nn
 
+from recsys.models.autocast import autocast_off
 from recsys.utils.kernels import kernel_ops
 
 _BF16 = torch.bfloat16
@@ -87,9 +87,7 @@ class _FusedMLP(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
         # A width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM.
         ctx.head = params[-2].shape[0] == 1 and _FusedMLP.heads
-        # the op's own GEMMs must not be autocast; entering the context costs ~6 us: only if on
-        on = torch.is_autocast_enabled("cpu")
-        with torch.autocast("cpu", enabled=False) if on else contextlib.nullcontext():
+        with autocast_off("cpu"):  # the op's own GEMMs must not be autocast
             out, acts, weights = kernel_ops().mlp_forward(
                 x, params[0::2], params[1::2], relu_last, work == _BF16, ctx.head
             )

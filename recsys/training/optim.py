@@ -70,10 +70,6 @@ class TrainingOptimizer(CombinedOptimizer):
         self._dense.step(closure=closure)
 
 
-def combined_optimizer(fused: KeyedOptimizer, dense: KeyedOptimizer) -> TrainingOptimizer:
-    return TrainingOptimizer(fused, dense)
-
-
 class LRSchedule:
     """Linear warm-up from `start_factor`, then none / linear / cosine decay to `final_factor`."""
 

@@ -11,6 +11,8 @@ import functools
 import logging
 from types import ModuleType
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +32,6 @@ def flush_denormals() -> bool:
     """Subnormal floats flushed to zero (x86 FTZ + DAZ) on every thread of torch's pool, by the
     kernels' op; on the calling thread only (torch's switch) when they are not built. False
     where the CPU has no such mode."""
-    import torch
-
     ops = kernel_ops()
     if ops is not None:
         return ops.set_flush_denormal(True) > 0
