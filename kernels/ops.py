@@ -172,6 +172,20 @@ def dot_interaction(
     return _ops.dot_interaction(dense, sparse, self_terms, out_dtype)
 
 
+def dot_pairs(
+    dense: torch.Tensor,
+    sparse: torch.Tensor,
+    self_terms: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """`dot_interaction` as one autograd node built in C++ (its backward is
+    `dot_interaction_backward`, run by the autograd engine without Python). Plain tensors in
+    eager mode take the direct binding, the rest the operator."""
+    plain = type(dense) is _Tensor and type(sparse) is _Tensor
+    op = _direct if plain and not _is_tracing() and not _is_compiling() else _ops
+    return op.dot_pairs(dense, sparse, self_terms, out_dtype)
+
+
 def dot_interaction_backward(
     grad: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,6 +250,25 @@ def mlp_forward(
     `bias_act_`), a width-1 last layer on `mlp_head_forward` when `head`: (output, [x, each
     layer's output] in the working dtype, the weights cast to it), what `mlp_backward` takes."""
     return _ops.mlp_forward(x, weights, biases, relu_last, bf16, head)
+
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def mlp(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    relu_last: bool,
+    bf16: bool,
+    head: bool,
+) -> torch.Tensor:
+    """`mlp_forward`'s output as one autograd node built in C++ (its backward is `mlp_backward`,
+    run by the autograd engine without Python); autocast is off inside, the working dtype is
+    `bf16`'s. Plain tensors in eager mode take the direct binding, the rest the operator."""
+    plain = type(x) is _Tensor and all(type(t) in _PLAIN_TENSORS for t in (*weights, *biases))
+    op = _direct if plain and not _is_tracing() and not _is_compiling() else _ops
+    return op.mlp(x, weights, biases, relu_last, bf16, head)
 
 
 def mlp_backward(
@@ -329,6 +362,11 @@ def _fake_dot(dense, sparse, self_terms=False, out_dtype=None):
     return dense.new_empty((dense.shape[0], dense.shape[1] + pairs), dtype=out_dtype)
 
 
+@torch.library.register_fake("recsys_kernels::dot_pairs")
+def _fake_dot_pairs(dense, sparse, self_terms=False, out_dtype=None):
+    return _fake_dot(dense, sparse, self_terms, out_dtype)
+
+
 @torch.library.register_fake("recsys_kernels::dot_interaction_backward")
 def _fake_dot_backward(grad, dense, sparse, self_terms=False):
     return torch.empty_like(dense), torch.empty_like(sparse)
@@ -350,6 +388,12 @@ def _fake_mlp_forward(x, weights, biases, relu_last, bf16, head):
     acts = [x.new_empty(x.shape, dtype=work)]
     acts += [x.new_empty((x.shape[0], w.shape[0]), dtype=work) for w in weights]
     return acts[-1].clone(), acts, [w.new_empty(w.shape, dtype=work) for w in weights]
+
+
+@torch.library.register_fake("recsys_kernels::mlp")
+def _fake_mlp(x, weights, biases, relu_last, bf16, head):
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    return x.new_empty((x.shape[0], weights[-1].shape[0]), dtype=dtype)
 
 
 @torch.library.register_fake("recsys_kernels::mlp_backward")

@@ -1,10 +1,12 @@
-// Direct Python bindings of the lookup entry points. Calling a registered operator through
+// Direct Python bindings of the lookup entry points and of the operators that build autograd
+// nodes (the MLP stack, the dot interaction). Calling a registered operator through
 // torch.ops from Python costs about 5 us of argument parsing against its schema, as much as a
 // whole lookup of a few hundred one-id bags; these bindings reach the same C++ functions in
 // about 1 us. kernels.ops uses them for plain tensors in eager mode; scripting, tracing,
 // torch.compile and torch.export keep using the registered operators (ops.cpp).
 #include <torch/extension.h>
 
+#include "autograd_ops.h"
 #include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -23,6 +25,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
         py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.embedding_bags_batched, called directly (all arguments given)");
+  m.def(
+      "mlp",
+      [](const at::Tensor& x, const std::vector<at::Tensor>& weights,
+         const std::vector<at::Tensor>& biases, bool relu_last, bool bf16, bool head) {
+        return recsys_kernels::mlp(x, weights, biases, relu_last, bf16, head);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "torch.ops.recsys_kernels.mlp, called directly (all arguments given)");
+  m.def("dot_pairs", &recsys_kernels::dot_pairs, py::call_guard<py::gil_scoped_release>(),
+        "torch.ops.recsys_kernels.dot_pairs, called directly (all arguments given)");
   m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.gather_probe, called directly (benchmark only)");
 }

@@ -2,12 +2,15 @@
 // allocation, and the batch split over threads with at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
 #include "dispatch.h"
+#include "autograd_ops.h"
 #include "interaction.h"
 
 namespace recsys_kernels {
@@ -84,9 +87,42 @@ std::tuple<at::Tensor, at::Tensor> dot_interaction_backward(const at::Tensor& gr
   return {d_dense, d_sparse};
 }
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The layer as one autograd node built in C++: the engine runs its backward without Python.
+struct DotPairsFunction : public torch::autograd::Function<DotPairsFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& dense,
+                            const at::Tensor& sparse, bool self_terms,
+                            std::optional<at::ScalarType> out_dtype) {
+    ctx->save_for_backward({dense, sparse});
+    ctx->saved_data["self_terms"] = self_terms;
+    return dot_interaction(dense, sparse, self_terms, out_dtype);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    auto [d_dense, d_sparse] = dot_interaction_backward(grad_outputs[0], saved[0], saved[1],
+                                                        ctx->saved_data["self_terms"].toBool());
+    return {d_dense, d_sparse, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
+                     std::optional<at::ScalarType> out_dtype) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  return DotPairsFunction::apply(dense, sparse, self_terms, out_dtype);
+}
+
 }  // namespace recsys_kernels
 
 TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
+  m.def("dot_pairs(Tensor dense, Tensor sparse, bool self_terms=False, "
+        "ScalarType? out_dtype=None) -> Tensor");
   m.def("dot_interaction(Tensor dense, Tensor sparse, bool self_terms=False, "
         "ScalarType? out_dtype=None) -> Tensor");
   m.def("dot_interaction_backward(Tensor grad, Tensor dense, Tensor sparse, "
@@ -96,4 +132,7 @@ TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {
   m.impl("dot_interaction", recsys_kernels::dot_interaction);
   m.impl("dot_interaction_backward", recsys_kernels::dot_interaction_backward);
+  m.impl("dot_pairs", recsys_kernels::dot_interaction);  // without autograd: the forward alone
 }
+
+TORCH_LIBRARY_IMPL(recsys_kernels, Autograd, m) { m.impl("dot_pairs", recsys_kernels::dot_pairs); }

@@ -20,28 +20,6 @@ def _simd_kernels() -> bool:
 _KERNEL_OUT = (None, torch.bfloat16)  # output dtypes of the fused kernel (None: fp32)
 
 
-class _FusedDotPairs(torch.autograd.Function):
-    """`[dense, pairs]` by the fused C++ kernel, forward and backward (fp32, CPU): each sample's
-    vectors stay in L1, and no [B, n, n] Gram matrix, gathered copy or concatenation goes
-    through memory (2.0-2.2x the PyTorch formulation's speed at Criteo's shape, forward +
-    backward: see docs/benchmarks.md)."""
-
-    @staticmethod
-    def forward(ctx, dense: torch.Tensor, sparse: torch.Tensor, self_terms: bool,
-                out_dtype: torch.dtype):  # fmt: skip
-        ctx.save_for_backward(dense, sparse)
-        ctx.self_terms = self_terms
-        return kernel_ops().dot_interaction(dense, sparse, self_terms, out_dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        dense, sparse = ctx.saved_tensors
-        d_dense, d_sparse = kernel_ops().dot_interaction_backward(
-            grad, dense, sparse, ctx.self_terms
-        )
-        return d_dense, d_sparse, None, None
-
-
 class _GramPairs(torch.autograd.Function):
     """Selected entries of each sample's Gram matrix T T^T, with a hand-written backward.
 
@@ -117,13 +95,14 @@ class DotInteraction(nn.Module):
         device = dense.device.type
         autocast = torch.is_autocast_enabled(device)
         out_dtype = torch.get_autocast_dtype(device) if autocast else None
+        work = torch.promote_types(sparse.dtype, torch.float32)  # fp32, or fp64 if given
+        if (self.fused and work == torch.float32 and device == "cpu" and out_dtype in _KERNEL_OUT
+                and _simd_kernels()):  # fmt: skip
+            # the fused C++ kernel, its autograd node built in C++ (autocast off inside)
+            sparse = _vectors_contiguous(sparse.to(work))
+            return kernel_ops().dot_pairs(dense.to(work), sparse, self.self_terms, out_dtype)
         with autocast_off(device):  # see _GramPairs
-            work = torch.promote_types(sparse.dtype, torch.float32)  # fp32, or fp64 if given
             dense = dense.to(work)
-            cpu_fp32 = work == torch.float32 and device == "cpu"
-            if self.fused and cpu_fp32 and _simd_kernels() and out_dtype in _KERNEL_OUT:
-                sparse = _vectors_contiguous(sparse.to(work))
-                return _FusedDotPairs.apply(dense, sparse, self.self_terms, out_dtype)
             combined = torch.cat([dense.unsqueeze(1), sparse.to(work)], dim=1)  # [B, F+1, D]
             diagonal = self.diagonal if self.self_terms else None
             pairs = _GramPairs.apply(combined, self.pairs, self.source, diagonal)  # [B, P]

@@ -1,27 +1,26 @@
 """DLRM's MLPs: Linear layers with ReLU between them, fused on CPU into one autograd step.
 
-On CPU the whole stack runs as one autograd node (`_FusedMLP`) instead of two to three per
-layer, its layer loop in C++ (`recsys_kernels::mlp_forward` / `mlp_backward`, no Python per
-layer): under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
-`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits) - below 1024 rows every
-bf16 product runs on MKL's bf16 GEMM instead (fp32 out: oneDNN's ~30 us per call outside the
-product dominates there), its fp32 result through the fp32 bias + ReLU pass and cast to bf16,
-the weight gradients kept in fp32 (`kernels.ops.set_mkl_bf16_max_rows`) -, in fp32 the bias and
-ReLU run in one in-place pass after MKL's GEMM (`bias_act_`; `addmm` first copies the broadcast
-bias into the output); in the backward one C++ pass per layer masks the gradient with the ReLU
-output and sums the bias gradient in fp32 (`relu_bias_grad`, in place on the gradients the
-backward made itself), where PyTorch takes two to three passes (threshold_backward, a bf16 ->
-fp32 copy, sum). Weight gradients are the same GEMMs autograd runs (in fp32 a narrow input's,
-e.g. the 13 dense features, as the transposed product: 3-4x faster in MKL); the bias gradient is
-an fp32 sum (autocast's is a bf16 one). An input width that is not a multiple of 16 (the
-interaction's 367) gets its gradient from a GEMM on zero-padded weights, as a view of aligned
-rows (1.2-1.5x faster GEMM). A width-1 last layer (DLRM's logit) is not a GEMM here: its
-forward is one dot product per row and its backward one pass over its input that also does the
-ReLU backward of the layer below (`mlp_head_*`); its output and weight gradient are fp32 sums in
-another order than the GEMM's (the logit within a bf16 rounding step of oneDNN's), its input
-gradient the same products. fp32 outputs differ from `addmm`'s in the last bits (the bias is
-added after the products, not before). Other devices, dtypes, parameters of mixed dtypes and a
-build without the kernels take the plain path (`fused=False` forces it).
+On CPU the whole stack runs as one autograd node instead of two to three per layer, built in C++
+(`recsys_kernels::mlp`: its layer loops `mlp_forward` / `mlp_backward`, no Python per layer and none
+in the backward): under bf16 autocast each layer's bias and ReLU run inside oneDNN's GEMM (the
+`mkldnn::_linear_pointwise` op that torch.compile's CPU backend emits) - below 1024 rows every bf16
+product runs on MKL's bf16 GEMM instead (fp32 out: oneDNN's ~30 us per call outside the product
+dominates there), its fp32 result through the fp32 bias + ReLU pass and cast to bf16, the weight
+gradients kept in fp32 (`kernels.ops.set_mkl_bf16_max_rows`) -, in fp32 the bias and ReLU run in one
+in-place pass after MKL's GEMM (`bias_act_`; `addmm` first copies the broadcast bias into the
+output); in the backward one C++ pass per layer masks the gradient with the ReLU output and sums the
+bias gradient in fp32 (`relu_bias_grad`, in place on the gradients the backward made itself), where
+PyTorch takes two to three passes (threshold_backward, a bf16 -> fp32 copy, sum). Weight gradients
+are the same GEMMs autograd runs (in fp32 a narrow input's, e.g. the 13 dense features, as the
+transposed product: 3-4x faster in MKL); the bias gradient is an fp32 sum (autocast's is a bf16
+one). An input width that is not a multiple of 16 (the interaction's 367) gets its gradient from a
+GEMM on zero-padded weights, as a view of aligned rows (1.2-1.5x faster GEMM). A width-1 last layer
+(DLRM's logit) is not a GEMM here: its forward is one dot product per row and its backward one pass
+over its input that also does the ReLU backward of the layer below (`mlp_head_*`); its output and
+weight gradient are fp32 sums in another order than the GEMM's (the logit within a bf16 rounding
+step of oneDNN's), its input gradient the same products. fp32 outputs differ from `addmm`'s in the
+last bits (the bias is added after the products, not before). Other devices, dtypes, parameters of
+mixed dtypes and a build without the kernels take the plain path (`fused=False` forces it).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import itertools
 import torch
 from torch import nn
 
-from recsys.models.autocast import autocast_off
 from recsys.utils.kernels import kernel_ops
 
 _BF16 = torch.bfloat16
@@ -40,6 +38,8 @@ _BF16 = torch.bfloat16
 class MLP(nn.Module):
     """`sizes[i]`-wide Linear layers from `in_features`, ReLU after each (the last one too when
     `relu_last`)."""
+
+    heads = True  # fused path: a width-1 last layer on the head kernels (False: a GEMM; A/B checks)
 
     def __init__(
         self, in_features: int, sizes: list[int], relu_last: bool = True, fused: bool = True
@@ -57,9 +57,12 @@ class MLP(nn.Module):
             raise ValueError(f"MLP expects {width} input features, got a tensor of shape "
                              f"{tuple(x.shape)}")  # fmt: skip
         work = _fused_dtype(x) if self.fused else None
-        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
-        if work is not None and len({p.dtype for p in params}) == 1:
-            return _FusedMLP.apply(x, work, self.relu_last, *params)
+        weights = [layer.weight for layer in self.layers]
+        biases = [layer.bias for layer in self.layers]
+        if work is not None and len({p.dtype for p in (*weights, *biases)}) == 1:
+            # a width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM
+            head = weights[-1].shape[0] == 1 and MLP.heads
+            return kernel_ops().mlp(x, weights, biases, self.relu_last, work == _BF16, head)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
@@ -76,33 +79,3 @@ def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     if torch.is_autocast_enabled("cpu"):
         return _BF16 if torch.get_autocast_dtype("cpu") == _BF16 else None
     return x.dtype if x.dtype in (torch.float32, _BF16) else None
-
-
-class _FusedMLP(torch.autograd.Function):
-    """The MLP's forward and backward as one autograd node (see the module docstring)."""
-
-    heads = True  # a width-1 last layer on the head kernels (False: as a GEMM, for A/B checks)
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, work: torch.dtype, relu_last: bool, *params: torch.Tensor):
-        # A width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM.
-        ctx.head = params[-2].shape[0] == 1 and _FusedMLP.heads
-        with autocast_off("cpu"):  # the op's own GEMMs must not be autocast
-            out, acts, weights = kernel_ops().mlp_forward(
-                x, params[0::2], params[1::2], relu_last, work == _BF16, ctx.head
-            )
-        ctx.relu_last, ctx.x_dtype, ctx.param_dtype = relu_last, x.dtype, params[0].dtype
-        ctx.save_for_backward(*acts, *weights)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        saved = ctx.saved_tensors
-        n = len(saved) // 2  # n + 1 activations, n weights
-        acts, weights = saved[: n + 1], saved[n + 1 :]
-        needs = ctx.needs_input_grad
-        grad_x, grads = kernel_ops().mlp_backward(
-            grad, acts, weights, ctx.relu_last, ctx.head, needs[3:], needs[0], ctx.param_dtype,
-            ctx.x_dtype,
-        )  # fmt: skip
-        return grad_x, None, None, *grads

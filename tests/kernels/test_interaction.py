@@ -154,8 +154,32 @@ def test_layer_takes_the_kernel_only_on_a_simd_path():
     try:
         for path in ("avx2", "avx512"):
             if ops.set_isa(path) == path:
-                assert type(layer(dense, sparse).grad_fn).__name__ == "_FusedDotPairsBackward"
+                assert "DotPairsFunction" in layer(dense, sparse).grad_fn.name()
         ops.set_isa("scalar")
         assert type(layer(dense, sparse).grad_fn).__name__ == "CatBackward0"
     finally:
         ops.set_isa("auto")
+
+
+@pytest.mark.parametrize("self_terms", [False, True])
+def test_autograd_node_same_through_binding_and_dispatcher(self_terms):
+    """`dot_pairs` builds its autograd node in C++: reached through the direct binding (plain
+    tensors, eager) or the dispatcher's Autograd kernel, it gives the kernels' own forward and
+    backward; in inference mode the operator runs the forward alone."""
+    dense, sparse = inputs(64, 26, 16, seed=21)
+    grad = torch.randn(64, 16 + 27 * (28 if self_terms else 26) // 2,
+                       generator=torch.Generator().manual_seed(22))  # fmt: skip
+    expected = ops.dot_interaction(dense, sparse, self_terms)
+    e_dense, e_sparse = ops.dot_interaction_backward(grad, dense, sparse, self_terms)
+    for call in (ops.dot_pairs, torch.ops.recsys_kernels.dot_pairs):
+        dd, ds = dense.clone().requires_grad_(), sparse.clone().requires_grad_()
+        out = call(dd, ds, self_terms, None)
+        assert "DotPairsFunction" in out.grad_fn.name()
+        out.backward(grad)
+        assert torch.equal(out.detach(), expected)
+        assert torch.equal(dd.grad, e_dense) and torch.equal(ds.grad, e_sparse)
+    with torch.inference_mode():
+        out = torch.ops.recsys_kernels.dot_pairs(dense, sparse, self_terms, None)
+    assert not out.requires_grad and torch.equal(out, expected)
+    with pytest.raises(RuntimeError, match="dense must be"):
+        ops.dot_pairs(dense, sparse[:, :, :8], self_terms, None)

@@ -36,7 +36,7 @@ def _run(model: MLP, x: torch.Tensor, fused: bool, bf16: bool):
     x = x.clone().requires_grad_()
     with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         y = model(x)
-    fused_ran = type(y.grad_fn).__name__ == "_FusedMLPBackward"
+    fused_ran = "MlpFunction" in y.grad_fn.name()  # the C++ node of recsys_kernels::mlp
     assert fused_ran == (fused and x.dtype == torch.float32)
     (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
     return y, x.grad, [p.grad.clone() for p in model.parameters()]
@@ -239,16 +239,14 @@ def test_bf16_head_matches_autocast_plain_path(mkl_rows):
 
 
 def test_head_kernels_and_gemm_head_agree():
-    from recsys.models.mlp import _FusedMLP
-
     model = _head_model([64, 32, 1])
     x = torch.randn(200, 13, generator=torch.Generator().manual_seed(6))
     y, gx, grads = _run(model, x, fused=True, bf16=False)
-    _FusedMLP.heads = False
+    MLP.heads = False
     try:
         y_gemm, gx_gemm, grads_gemm = _run(model, x, fused=True, bf16=False)
     finally:
-        _FusedMLP.heads = True
+        MLP.heads = True
     torch.testing.assert_close(y, y_gemm, rtol=1e-6, atol=1e-6)
     assert torch.equal(gx, gx_gemm)  # every input gradient product is the same fp32 product
     for a, b in zip(grads, grads_gemm, strict=True):
@@ -289,3 +287,75 @@ def test_unaligned_input_width_gradient_is_a_view_of_padded_rows(bf16, rows):
     g_plain = (g_plain * (acts[1] > 0)) @ weights[0]
     torch.testing.assert_close(g_x.float(), g_plain.float(), rtol=2e-2 if bf16 else 1e-5,
                                atol=1e-3 if bf16 else 1e-5)  # fmt: skip
+
+
+# The stack's autograd node is built in C++ (`recsys_kernels::mlp`): reached from eager Python
+# through a direct binding, and through the dispatcher (its Autograd kernel) everywhere else.
+# Both must record the same node and give the same numbers; without autograd (inference mode)
+# the operator's CPU kernel runs the forward alone.
+def _op_grads(call, model: MLP, x: torch.Tensor, grad: torch.Tensor):
+    model.zero_grad()
+    x = x.clone().requires_grad_()
+    ws = [layer.weight for layer in model.layers]
+    bs = [layer.bias for layer in model.layers]
+    y = call(x, ws, bs, model.relu_last, False, False)
+    assert "MlpFunction" in y.grad_fn.name()
+    y.backward(grad)
+    return y.detach(), x.grad, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("relu_last", [True, False])
+def test_cpp_node_same_through_binding_and_dispatcher(relu_last):
+    model = _model(relu_last, seed=11)
+    x = torch.randn(96, 13, generator=torch.Generator().manual_seed(12))
+    grad = torch.randn(96, 5, generator=torch.Generator().manual_seed(13))
+    direct = _op_grads(ops.mlp, model, x, grad)  # plain tensors in eager mode: the binding
+    dispatched = _op_grads(torch.ops.recsys_kernels.mlp, model, x, grad)
+    for a, b in zip([direct[0], direct[1], *direct[2]], [dispatched[0], dispatched[1],
+                                                         *dispatched[2]], strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    # and the numbers are the plain layer-by-layer path's (float64 reference)
+    ref = copy.deepcopy(model).double()
+    ref.fused = False
+    x64 = x.double().requires_grad_()
+    y64 = ref(x64)
+    y64.backward(grad.double())
+    torch.testing.assert_close(direct[0].double(), y64.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(direct[1].double(), x64.grad, rtol=1e-5, atol=1e-5)
+    for a, p in zip(direct[2], ref.parameters(), strict=True):
+        torch.testing.assert_close(a.double(), p.grad, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        y_inf = model(x)
+    assert not y_inf.requires_grad and torch.equal(y_inf, direct[0])
+
+
+def test_cpp_node_grads_only_what_needs_them():
+    """Frozen layers and an input without grad get no gradient (the node's needs_input_grad)."""
+    model = _model(True, seed=14)
+    model.layers[0].weight.requires_grad_(False)
+    model.layers[1].bias.requires_grad_(False)
+    x = torch.randn(32, 13)
+    model(x).sum().backward()
+    assert model.layers[0].weight.grad is None and model.layers[1].bias.grad is None
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_cpp_node_products_are_not_autocast():
+    """bf16=False under an enclosing bf16 autocast still computes in fp32, as outside it."""
+    model = _model(True, seed=15)
+    ws = [layer.weight for layer in model.layers]
+    bs = [layer.bias for layer in model.layers]
+    x = torch.randn(64, 13)
+    expected = ops.mlp(x, ws, bs, True, False, False)
+    with torch.autocast("cpu", torch.bfloat16):
+        for call in (ops.mlp, torch.ops.recsys_kernels.mlp):
+            y = call(x, ws, bs, True, False, False)
+            assert y.dtype == torch.float32 and torch.equal(y, expected)
+
+
+def test_cpp_node_bad_input_names_the_problem():
+    w = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match="no layers"):
+        ops.mlp(torch.randn(2, 3), [], [], True, False, False)
+    with pytest.raises(RuntimeError, match="one bias per weight"):
+        ops.mlp(torch.randn(2, 3), [w], [], True, False, False)
