@@ -7,6 +7,7 @@
 #include <torch/extension.h>
 
 #include "autograd_ops.h"
+#include "dispatch.h"
 #include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -35,6 +36,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "torch.ops.recsys_kernels.mlp, called directly (all arguments given)");
   m.def("dot_pairs", &recsys_kernels::dot_pairs, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.dot_pairs, called directly (all arguments given)");
+  m.def("current_isa", &recsys_kernels::current_isa,
+        "torch.ops.recsys_kernels.current_isa, called directly (the fused layers ask per call)");
   m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.gather_probe, called directly (benchmark only)");
 }

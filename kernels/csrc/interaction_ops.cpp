@@ -2,6 +2,7 @@
 // allocation, and the batch split over threads with at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -44,6 +45,8 @@ constexpr int64_t kGrain = 32;
 
 at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
                            std::optional<at::ScalarType> out_dtype) {
+  // named for profilers also when called directly (by the C++ autograd node), not dispatched
+  RECORD_FUNCTION("recsys_kernels::dot_interaction", std::vector<c10::IValue>());
   const DotPairs a = check_inputs(dense, sparse, self_terms);
   const int64_t width = a.dim + num_pairs(a.n, self_terms);
   const at::ScalarType dtype = out_dtype.value_or(at::kFloat);
@@ -64,6 +67,7 @@ std::tuple<at::Tensor, at::Tensor> dot_interaction_backward(const at::Tensor& gr
                                                             const at::Tensor& dense,
                                                             const at::Tensor& sparse,
                                                             bool self_terms) {
+  RECORD_FUNCTION("recsys_kernels::dot_interaction_backward", std::vector<c10::IValue>());
   const DotPairs a = check_inputs(dense, sparse, self_terms);
   const int64_t width = a.dim + num_pairs(a.n, self_terms);
   const bool bf16 = grad_in.scalar_type() == at::kBFloat16;

@@ -9,6 +9,7 @@
 // weight and input gradient GEMMs; a width-1 last layer in one pass over its input (mlp.h).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -89,6 +90,8 @@ std::vector<at::Tensor> cast_all(at::TensorList ts, at::ScalarType dtype) {
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases, bool relu_last,
     bool bf16, bool head) {
+  // named for profilers also when called directly (by the C++ autograd node), not dispatched
+  RECORD_FUNCTION("recsys_kernels::mlp_forward", std::vector<c10::IValue>());
   const int64_t n = static_cast<int64_t>(weights.size());
   TORCH_CHECK(n > 0 && static_cast<int64_t>(biases.size()) == n,
               "recsys_kernels.mlp_forward: one bias per weight, got ", n, " weights and ",
@@ -127,6 +130,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward(
     const at::Tensor& grad, at::TensorList acts, at::TensorList weights, bool relu_last,
     bool head, at::IntArrayRef needs, bool need_x, at::ScalarType param_dtype,
     at::ScalarType x_dtype) {
+  RECORD_FUNCTION("recsys_kernels::mlp_backward", std::vector<c10::IValue>());
   const int64_t n = static_cast<int64_t>(weights.size());
   TORCH_CHECK(static_cast<int64_t>(acts.size()) == n + 1 &&
                   static_cast<int64_t>(needs.size()) == 2 * n,
