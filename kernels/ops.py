@@ -237,21 +237,6 @@ def mlp_head_backward(
     return _ops.mlp_head_backward(grad, x, weight, relu)
 
 
-def mlp_forward(
-    x: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
-    relu_last: bool,
-    bf16: bool,
-    head: bool,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """A stack of Linear layers with ReLU between them (and after the last when `relu_last`),
-    computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (MKL's GEMM, then
-    `bias_act_`), a width-1 last layer on `mlp_head_forward` when `head`: (output, [x, each
-    layer's output] in the working dtype, the weights cast to it), what `mlp_backward` takes."""
-    return _ops.mlp_forward(x, weights, biases, relu_last, bf16, head)
-
-
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -263,9 +248,12 @@ def mlp(
     bf16: bool,
     head: bool,
 ) -> torch.Tensor:
-    """`mlp_forward`'s output as one autograd node built in C++ (its backward is `mlp_backward`,
-    run by the autograd engine without Python); autocast is off inside, the working dtype is
-    `bf16`'s. Plain tensors in eager mode take the direct binding, the rest the operator."""
+    """A stack of Linear layers with ReLU between them (and after the last when `relu_last`),
+    computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (MKL's GEMM, then
+    `bias_act_`), a width-1 last layer on `mlp_head_forward` when `head`, as one autograd node
+    built in C++ (the operator `mlp_forward`, whose saved activations `mlp_backward` takes in
+    the backward, run by the autograd engine without Python); autocast is off inside. Plain
+    tensors in eager mode take the direct binding, the rest the operator."""
     plain = type(x) is _Tensor and all(type(t) in _PLAIN_TENSORS for t in (*weights, *biases))
     op = _direct if plain and not _is_tracing() and not _is_compiling() else _ops
     return op.mlp(x, weights, biases, relu_last, bf16, head)
@@ -282,9 +270,11 @@ def mlp_backward(
     param_dtype: torch.dtype,
     x_dtype: torch.dtype,
 ) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
-    """Backward of `mlp_forward`: (input gradient in x_dtype or None unless `need_x`,
-    [weight 0, bias 0, weight 1, ...] gradients in param_dtype, None where `needs` is False).
-    Bias gradients are fp32 sums (`relu_bias_grad`); weight gradients the GEMMs autograd runs."""
+    """Backward of the operator `torch.ops.recsys_kernels.mlp_forward` (which returns the
+    output, [x, each layer's output] in the working dtype and the weights cast to it): (input
+    gradient in x_dtype or None unless `need_x`, [weight 0, bias 0, weight 1, ...] gradients in
+    param_dtype, None where `needs` is False). Bias gradients are fp32 sums (`relu_bias_grad`);
+    weight gradients the GEMMs autograd runs."""
     return _ops.mlp_backward(
         grad, acts, weights, relu_last, head, [int(b) for b in needs], need_x, param_dtype, x_dtype
     )

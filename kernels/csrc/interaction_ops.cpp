@@ -10,8 +10,8 @@
 #include <optional>
 #include <tuple>
 
-#include "dispatch.h"
 #include "autograd_ops.h"
+#include "dispatch.h"
 #include "interaction.h"
 
 namespace recsys_kernels {

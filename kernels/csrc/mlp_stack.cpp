@@ -19,9 +19,9 @@
 #include <utility>
 #include <vector>
 
+#include "autograd_ops.h"
 #include "mkl_bf16.h"
 #include "mlp_ops.h"
-#include "autograd_ops.h"
 
 namespace recsys_kernels {
 namespace {

@@ -278,8 +278,8 @@ def test_unaligned_input_width_gradient_is_a_view_of_padded_rows(bf16, rows):
     dtype = torch.bfloat16 if bf16 else torch.float32
     params = [p.detach().to(dtype) for p in model.parameters()]
     ops = kernel_ops()
-    out, acts, weights = ops.mlp_forward(x.to(dtype), params[0::2], params[1::2], True, bf16,
-                                         False)  # fmt: skip
+    forward = torch.ops.recsys_kernels.mlp_forward
+    out, acts, weights = forward(x.to(dtype), params[0::2], params[1::2], True, bf16, False)
     grad = torch.linspace(-1, 1, out.numel()).view_as(out).to(dtype)
     g_x, _ = ops.mlp_backward(grad, acts, weights, True, False, [True] * 4, True, dtype, dtype)
     assert g_x.shape == (rows, 100) and g_x.stride() == (112 if rows >= 1024 else 100, 1)
