@@ -9,7 +9,9 @@ Rows of the table (each at every `--batch`):
   mlp-only       the dense MLPs alone (forward + backward + SGD): the floor set by the dense math
   recsys ...     the real training step (`Trainer.train_step` built by `recsys.builders`): DMP,
                  fused fbgemm embedding update in the backward; `sgd` = fused SGD tables + SGD
-                 dense (the reference's work), `default` = row-wise Adagrad + Adam; loader
+                 dense (the reference's work; the dense step taken inside the MLPs' backward,
+                 optim.dense.in_backward, and once as torch's SGD after the backward: `torch
+                 dense optimizer`), `default` = row-wise Adagrad + Adam; loader
                  excluded (batches in memory) or included (the Parquet loader with its prefetch);
                  `bf16` = autocast of the dense layers; `fbgemm kernels` = the embedding
                  backward + update left to fbgemm's CPU kernels
@@ -51,6 +53,7 @@ from recsys.data.batch import Batch
 from recsys.data.features import DatasetManifest, SparseFeature, SplitInfo
 from recsys.data.schema import SplitWriter
 from recsys.distributed.env import init_distributed
+from recsys.models.mlp import MLP
 from recsys.training.tbe_kernels import use_recsys_embedding_kernels
 
 DIM = 16
@@ -87,6 +90,7 @@ def recsys_config(data_dir: Path, batch: int, optim: str, precision: str) -> Tra
     cfg.model.embedding_dim, cfg.model.bottom_mlp, cfg.model.top_mlp = DIM, BOTTOM, TOP
     if optim == "sgd":
         cfg.optim.dense.name, cfg.optim.dense.lr = "sgd", 0.1
+        cfg.optim.dense.in_backward = True  # one process: the MLPs take the dense step
         cfg.optim.embedding.name, cfg.optim.embedding.lr = "sgd", 0.1
     cfg.optim.warmup_steps = 0
     t = cfg.trainer
@@ -112,16 +116,24 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
     """fp32/bf16 x loader excluded/included steps of one recsys trainer (the real train_step)."""
     env = init_distributed("gloo", "cpu", 600)
     run_dir = tempfile.mkdtemp()
-    trainer = build_trainer(recsys_config(data_dir, batch, optim, "fp32"), Path(run_dir), env,
-                            config_yaml="")  # fmt: skip
+    trainer_cfg = recsys_config(data_dir, batch, optim, "fp32")
+    trainer = build_trainer(trainer_cfg, Path(run_dir), env, config_yaml="")
     keep.append(trainer)
     stream = loader_batches(trainer.train_loader)
     nxt = cycling([next(stream) for _ in range(16)])
+    mlps = [m for m in trainer.model.modules() if isinstance(m, MLP)]
+    dense_group = trainer.optimizer.optimizers[1][1].param_groups[0]
+    in_backward = trainer_cfg.optim.dense.in_backward
+    fused_dense = dense_group if in_backward else None
 
-    def step(precision: str, included: bool, kernels: str = "recsys") -> Callable[[], None]:
+    def step(
+        precision: str, included: bool, kernels: str = "recsys", dense_after: bool = False
+    ) -> Callable[[], None]:
         def run() -> None:
             trainer.settings.precision = precision
             use_recsys_embedding_kernels(kernels == "recsys")
+            for mlp in mlps:  # the dense step in the MLPs' backward, or torch's after it
+                mlp.take_sgd_step_in_backward(None if dense_after else fused_dense)
             trainer.train_step(next(stream) if included else nxt())
 
         return run
@@ -132,6 +144,10 @@ def recsys_variants(data_dir: Path, batch: int, optim: str, args, keep: list) ->
             continue
         out[f"recsys {optim} {precision} | loader excluded"] = step(precision, False)
         out[f"recsys {optim} {precision} | loader included"] = step(precision, True)
+    if in_backward:
+        out[f"recsys {optim} fp32, torch dense optimizer | loader excluded"] = step(
+            "fp32", False, dense_after=True
+        )
     if "fbgemm-kernels" not in args.skip:
         out[f"recsys {optim} fp32, fbgemm kernels | loader excluded"] = step(
             "fp32", False, "fbgemm"

@@ -247,16 +247,23 @@ def mlp(
     relu_last: bool,
     bf16: bool,
     head: bool,
+    sgd_lr: float | None = None,
+    sgd_weight_decay: float = 0.0,
 ) -> torch.Tensor:
     """A stack of Linear layers with ReLU between them (and after the last when `relu_last`),
     computed in bf16 (oneDNN, bias and ReLU in the GEMM) or fp32 (MKL's GEMM, then
     `bias_act_`), a width-1 last layer on `mlp_head_forward` when `head`, as one autograd node
     built in C++ (the operator `mlp_forward`, whose saved activations `mlp_backward` takes in
     the backward, run by the autograd engine without Python); autocast is off inside. Plain
-    tensors in eager mode take the direct binding, the rest the operator."""
+    tensors in eager mode take the direct binding, the rest the operator.
+
+    With `sgd_lr`, the backward takes torch.optim.SGD's step (no momentum) on every weight and
+    bias that requires a gradient, in place, p <- (1 - lr * weight_decay) p - lr * grad (an fp32
+    weight inside its gradient GEMM), and leaves their `.grad` untouched: the update a dense
+    SGD optimizer would make after the backward, without writing or reading the gradients."""
     plain = type(x) is _Tensor and all(type(t) in _PLAIN_TENSORS for t in (*weights, *biases))
     op = _direct if plain and not _is_tracing() and not _is_compiling() else _ops
-    return op.mlp(x, weights, biases, relu_last, bf16, head)
+    return op.mlp(x, weights, biases, relu_last, bf16, head, sgd_lr, sgd_weight_decay)
 
 
 def mlp_backward(
@@ -381,7 +388,7 @@ def _fake_mlp_forward(x, weights, biases, relu_last, bf16, head):
 
 
 @torch.library.register_fake("recsys_kernels::mlp")
-def _fake_mlp(x, weights, biases, relu_last, bf16, head):
+def _fake_mlp(x, weights, biases, relu_last, bf16, head, sgd_lr=None, sgd_weight_decay=0.0):
     dtype = torch.bfloat16 if bf16 else torch.float32
     return x.new_empty((x.shape[0], weights[-1].shape[0]), dtype=dtype)
 

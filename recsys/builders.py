@@ -138,6 +138,12 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
             f"trainer.embedding_kernels must be recsys or fbgemm, got {t.embedding_kernels!r}"
         )
     use_recsys_embedding_kernels(t.embedding_kernels == "recsys")
+    if cfg.optim.dense.in_backward and env.world_size > 1:
+        raise ConfigError(
+            "optim.dense.in_backward=true updates the dense layers inside the backward pass, "
+            f"before DDP could average their gradients over the {env.world_size} processes: it "
+            "needs world size 1 (with more processes keep optim.dense.in_backward=false)"
+        )
     if t.precision == "bf16" and env.device.type == "cpu" and not cpu_has_amx():
         log.warning(
             "trainer.precision=bf16 on a CPU without AMX: its bf16 matrix products are slower "
@@ -158,7 +164,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
         log.debug("sharding plan:\n%s", plan)
         (run_dir / "sharding_plan.txt").write_text(str(plan))
     d = cfg.optim.dense
-    dense = dense_optimizer(dmp, d.name, d.lr, d.weight_decay, d.momentum, d.eps)
+    dense = dense_optimizer(dmp, d.name, d.lr, d.weight_decay, d.momentum, d.eps, d.in_backward)
     optimizer = TrainingOptimizer(dmp.fused_optimizer, dense)
     total = t.max_steps if t.max_steps is not None else t.epochs * len(train_loader)
     o = cfg.optim

@@ -100,6 +100,8 @@ class DenseOptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd only
     eps: float = 1e-8
+    # sgd without momentum, one process: the fused MLPs take the step inside their backward
+    in_backward: bool = False
 
 
 @dataclass

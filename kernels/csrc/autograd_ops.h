@@ -8,9 +8,11 @@
 
 namespace recsys_kernels {
 
-// A whole MLP stack (mlp_stack.cpp): mlp_forward's output; backward mlp_backward.
+// A whole MLP stack (mlp_stack.cpp): mlp_forward's output; backward mlp_backward, which with
+// sgd_lr takes an SGD step on the weights and biases in place instead of returning gradients.
 at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
-               bool relu_last, bool bf16, bool head);
+               bool relu_last, bool bf16, bool head, std::optional<double> sgd_lr,
+               double sgd_weight_decay);
 
 // The fused dot interaction (interaction_ops.cpp): dot_interaction's output; backward
 // dot_interaction_backward.

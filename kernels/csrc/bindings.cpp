@@ -29,8 +29,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "mlp",
       [](const at::Tensor& x, const std::vector<at::Tensor>& weights,
-         const std::vector<at::Tensor>& biases, bool relu_last, bool bf16, bool head) {
-        return recsys_kernels::mlp(x, weights, biases, relu_last, bf16, head);
+         const std::vector<at::Tensor>& biases, bool relu_last, bool bf16, bool head,
+         std::optional<double> sgd_lr, double sgd_weight_decay) {
+        return recsys_kernels::mlp(x, weights, biases, relu_last, bf16, head, sgd_lr,
+                                   sgd_weight_decay);
       },
       py::call_guard<py::gil_scoped_release>(),
       "torch.ops.recsys_kernels.mlp, called directly (all arguments given)");

@@ -21,6 +21,11 @@ weight gradient are fp32 sums in another order than the GEMM's (the logit within
 step of oneDNN's), its input gradient the same products. fp32 outputs differ from `addmm`'s in the
 last bits (the bias is added after the products, not before). Other devices, dtypes, parameters of
 mixed dtypes and a build without the kernels take the plain path (`fused=False` forces it).
+
+`take_sgd_step_in_backward` (the trainer's `optim.dense.in_backward`) hands the dense SGD step of
+the stack's parameters to the fused path's backward: each weight is updated inside its gradient
+GEMM and no gradient is written to `.grad`, so the optimizer's step finds nothing left to do for
+them (after a plain-path step it applies the gradients as usual).
 """
 
 from __future__ import annotations
@@ -49,6 +54,16 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.relu_last = relu_last
         self.fused = fused
+        self._sgd_group: dict | None = None
+
+    def take_sgd_step_in_backward(self, group: dict | None) -> None:
+        """Let the fused path's backward take the SGD step of optimizer param group `group`
+        (torch.optim.SGD without momentum; its lr and weight_decay are read at every forward)
+        on this stack's parameters, in place of the optimizer; None hands it back."""
+        if group is not None and group.get("momentum", 0.0) != 0.0:
+            raise ValueError("an SGD step in the backward has no momentum buffer: the group's "
+                             f"momentum must be 0, got {group['momentum']}")  # fmt: skip
+        self._sgd_group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         width = self.layers[0].in_features
@@ -62,7 +77,10 @@ class MLP(nn.Module):
         if work is not None and len({p.dtype for p in (*weights, *biases)}) == 1:
             # a width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM
             head = weights[-1].shape[0] == 1 and MLP.heads
-            return kernel_ops().mlp(x, weights, biases, self.relu_last, work == _BF16, head)
+            sgd = self._sgd_group if torch.is_grad_enabled() else None
+            lr, decay = (None, 0.0) if sgd is None else (sgd["lr"], sgd["weight_decay"])
+            return kernel_ops().mlp(x, weights, biases, self.relu_last, work == _BF16, head, lr,
+                                    decay)  # fmt: skip
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)

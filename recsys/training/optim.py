@@ -20,6 +20,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys.errors import ConfigError
+from recsys.models.mlp import MLP
 
 
 def attach_embedding_optimizer(
@@ -39,9 +40,17 @@ def attach_embedding_optimizer(
 
 
 def dense_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float, eps: float
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    eps: float,
+    in_backward: bool = False,
 ) -> KeyedOptimizer:
-    """A keyed torch optimizer over every parameter without an in-backward optimizer."""
+    """A keyed torch optimizer over every parameter without an in-backward optimizer; with
+    `in_backward` (SGD without momentum only) the model's MLPs take its step in their backward
+    (`sgd_step_in_backward`)."""
     params = dict(in_backward_optimizer_filter(model.named_parameters()))
     # fused=True: one multi-tensor kernel per step instead of a Python loop of small ops per
     # parameter (torch has fused CPU kernels for all three).
@@ -53,7 +62,26 @@ def dense_optimizer(
     }
     if name not in factories:
         raise ConfigError(f"optim.dense.name must be one of {sorted(factories)}, got {name!r}")
-    return KeyedOptimizerWrapper(params, factories[name])
+    if in_backward and (name != "sgd" or momentum != 0.0):
+        raise ConfigError(
+            "optim.dense.in_backward=true takes plain SGD steps in the MLPs' backward: it needs "
+            f"optim.dense.name=sgd and optim.dense.momentum=0, got {name!r} and {momentum}"
+        )
+    dense = KeyedOptimizerWrapper(params, factories[name])
+    if in_backward:
+        sgd_step_in_backward(model, dense.param_groups[0])
+    return dense
+
+
+def sgd_step_in_backward(model: nn.Module, group: dict) -> int:
+    """Hand SGD param group `group`'s step on each MLP's parameters to that MLP's fused backward
+    (no weight gradient is written or read again: ~5-8 % of a batch-128 DLRM step on 2 cores,
+    docs/benchmarks.md); the optimizer's own step still covers every other dense parameter.
+    Returns how many MLPs took it."""
+    mlps = [m for m in model.modules() if isinstance(m, MLP)]
+    for mlp in mlps:
+        mlp.take_sgd_step_in_backward(group)
+    return len(mlps)
 
 
 class TrainingOptimizer(CombinedOptimizer):
@@ -62,14 +90,30 @@ class TrainingOptimizer(CombinedOptimizer):
     backward pass, and their own `step` just hands the lr to fbgemm's kernels again, which their
     `zero_grad`, called at the start of every training step, has already done (~25 us of Python
     a step); the keyed wrapper around the dense optimizer only passes the call on, under one more
-    profiler hook (~25 us more)."""
+    profiler hook (~25 us more). When no dense parameter has a gradient (every one updated in
+    the backward: `sgd_step_in_backward`) the dense step is skipped (~13 us of Python).
+
+    `zero_grad` drops the dense gradients (None, torch's default) where torchrec's combined
+    optimizer zeroes them in place, so the next backward stores each new gradient instead of
+    adding it into zeros (no difference measured at batch 128: same-process A/B 0.99x, noise),
+    and skips the dense optimizer's call when there is none."""
 
     def __init__(self, fused: KeyedOptimizer, dense: KeyedOptimizerWrapper) -> None:
         super().__init__([("embedding", fused), ("dense", dense)])
         self._dense = dense._optimizer  # the torch optimizer the wrapper holds
+        self._dense_params = [p for g in self._dense.param_groups for p in g["params"]]
+
+    def _dense_grads(self) -> bool:
+        return any(p.grad is not None for p in self._dense_params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizers[0][1].zero_grad()  # hands the new lr to the fused embedding kernels
+        if self._dense_grads():
+            self._dense.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure: Any = None) -> None:
-        self._dense.step(closure=closure)
+        if closure is not None or self._dense_grads():
+            self._dense.step(closure=closure)
 
 
 class LRSchedule:
