@@ -24,6 +24,7 @@ SOURCES = [
     "interaction_avx512.cpp",
     "tbe_common.cpp",
     "tbe_backward.cpp",
+    "tbe_lookup.cpp",
     "mlp_ops.cpp",
     "mlp_scalar.cpp",
     "mlp_avx512.cpp",

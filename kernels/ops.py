@@ -266,6 +266,34 @@ def mlp(
     return op.mlp(x, weights, biases, relu_last, bf16, head, sgd_lr, sgd_weight_decay)
 
 
+def tbe_lookup(
+    placeholder: torch.Tensor,
+    weights: torch.Tensor,
+    weights_offsets: torch.Tensor,
+    D_offsets: torch.Tensor,  # noqa: N803  (fbgemm's name)
+    total_D: int,  # noqa: N803
+    hash_size_cumsum: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    pooling_mode: int,
+    momentum1_host: torch.Tensor,
+    momentum1_offsets: torch.Tensor,
+    learning_rate: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """A training lookup in fbgemm's CPU table-batched layout (the buffers of a
+    `SplitTableBatchedEmbeddingBagsCodegen`) as one autograd node built in C++: ids checked
+    (inside their tables, offsets non-decreasing), fbgemm's CPU forward kernel, and in the
+    backward the fused update of the tables in place - row-wise Adagrad when `momentum1_host`
+    is not empty, else SGD - at the lr in `learning_rate`. `placeholder` must require grad
+    (autograd records the node through it); no gradient is returned for anything."""
+    op = _direct if not _is_tracing() and not _is_compiling() else _ops
+    return op.tbe_lookup(
+        placeholder, weights, weights_offsets, D_offsets, total_D, hash_size_cumsum, indices,
+        offsets, pooling_mode, momentum1_host, momentum1_offsets, learning_rate, eps,
+    )  # fmt: skip
+
+
 def mlp_backward(
     grad: torch.Tensor,
     acts: Sequence[torch.Tensor],
@@ -391,6 +419,14 @@ def _fake_mlp_forward(x, weights, biases, relu_last, bf16, head):
 def _fake_mlp(x, weights, biases, relu_last, bf16, head, sgd_lr=None, sgd_weight_decay=0.0):
     dtype = torch.bfloat16 if bf16 else torch.float32
     return x.new_empty((x.shape[0], weights[-1].shape[0]), dtype=dtype)
+
+
+@torch.library.register_fake("recsys_kernels::tbe_lookup")
+def _fake_tbe_lookup(placeholder, weights, weights_offsets, D_offsets, total_D,  # noqa: N803
+                     hash_size_cumsum, indices, offsets, pooling_mode, momentum1_host,
+                     momentum1_offsets, learning_rate, eps):  # fmt: skip
+    batch = (offsets.shape[0] - 1) // (D_offsets.shape[0] - 1)
+    return weights.new_empty((batch, total_D))
 
 
 @torch.library.register_fake("recsys_kernels::mlp_backward")

@@ -19,4 +19,13 @@ at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biase
 at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
                      std::optional<at::ScalarType> out_dtype);
 
+// A CPU table-batched embedding lookup (tbe_lookup.cpp): fbgemm's forward kernel on checked
+// ids; backward our fused SGD / row-wise Adagrad update of the tables, no gradients returned.
+at::Tensor tbe_lookup(const at::Tensor& placeholder, const at::Tensor& weights,
+                      const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
+                      int64_t total_D, const at::Tensor& hash_size_cumsum,
+                      const at::Tensor& indices, const at::Tensor& offsets, int64_t pooling_mode,
+                      const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+                      const at::Tensor& learning_rate, double eps);
+
 }  // namespace recsys_kernels

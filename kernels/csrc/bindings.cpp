@@ -38,6 +38,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "torch.ops.recsys_kernels.mlp, called directly (all arguments given)");
   m.def("dot_pairs", &recsys_kernels::dot_pairs, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.dot_pairs, called directly (all arguments given)");
+  m.def("tbe_lookup", &recsys_kernels::tbe_lookup, py::call_guard<py::gil_scoped_release>(),
+        "torch.ops.recsys_kernels.tbe_lookup, called directly (all arguments given)");
   m.def("current_isa", &recsys_kernels::current_isa,
         "torch.ops.recsys_kernels.current_isa, called directly (the fused layers ask per call)");
   m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),

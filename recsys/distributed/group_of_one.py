@@ -17,7 +17,9 @@ it uses none of the features that need that bookkeeping (variable batch sizes, m
 feature processors, weighted features, trackers, memory stashing, score collection), the
 collection goes straight from the features to its table-batched modules and returns the
 pooled `KeyedTensor` (`direct_forward`): the same modules, in the same order, on the same
-feature splits, hence the same numbers.
+feature splits, hence the same numbers. Each table-batched module is called through
+`recsys.training.tbe_kernels.lookup`, which skips fbgemm's Python forward where recsys's
+kernels cover the module.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from torchrec.distributed.memory_stashing import MemoryStashingManager
 from torchrec.distributed.types import Awaitable, NoWait, ShardingEnv, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from recsys.training import tbe_kernels
 
 # Sharding types whose input and output distributions are identities in a group of one.
 # (Row-wise shardings bucketize ids on the way in and reduce-scatter on the way out;
@@ -98,7 +102,9 @@ class GroupOfOneEmbeddingBagCollection(ShardedEmbeddingBagCollection):
         pooled = []
         for lookup, part in zip(self._lookups, per_sharding, strict=True):
             groups = part.split(lookup._feature_splits)
-            pooled.extend(m(g) for m, g in zip(lookup._emb_modules, groups, strict=True))
+            pooled.extend(
+                tbe_kernels.lookup(m, g) for m, g in zip(lookup._emb_modules, groups, strict=True)
+            )
         values = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
         return KeyedTensor(self._embedding_names, self._embedding_dims, values, key_dim=1)
 

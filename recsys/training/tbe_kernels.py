@@ -16,6 +16,13 @@ operators are reached through (fbgemm registers only CPU kernels for them). Each
 common case and hands everything else (weight decay, max-norm, shared tables, fp16 tables) to
 fbgemm's own CPU kernel by redispatching below autograd, so turning them on never
 changes what is supported.
+
+`lookup` goes further for the modules whose configuration those kernels fully cover (plain SGD
+or row-wise Adagrad, fp32 tables, one table per feature, unweighted, no reporting hooks): the
+whole lookup becomes one C++ autograd node (`recsys_kernels::tbe_lookup`: ids checked,
+fbgemm's CPU forward kernel, our fused update in the backward), skipping torchrec's and
+fbgemm's Python forward around the kernel (~250-300 us per step at batch 128 on 2 cores,
+against a ~50-90 us lookup: docs/kernels.md). Same buffers, kernels and numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import functools
 from collections.abc import Iterator
 
 import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.utils.kernels import kernel_ops
 
@@ -112,3 +121,79 @@ def recsys_embedding_kernels(enabled: bool) -> Iterator[bool]:
         yield use_recsys_embedding_kernels(enabled)
     finally:
         use_recsys_embedding_kernels(before)
+
+
+def lookup(batched: nn.Module, features: KeyedJaggedTensor) -> torch.Tensor:
+    """The pooled rows [B, total D] of `features` from torchrec's batched embedding module
+    `batched`: through recsys's lookup node where it applies (recsys kernels on, and a module
+    configuration they cover: `_lookup_applies`, decided once per module), else through the
+    module's own forward."""
+    applies = batched.__dict__.get("_recsys_lookup")
+    if applies is None:
+        applies = batched.__dict__["_recsys_lookup"] = _lookup_applies(batched)
+    if not (_enabled and applies):
+        return batched(features)
+    tbe = batched.emb_module
+    indices = features.values()
+    if indices.dtype != batched._embedding_table_index_type:
+        indices = indices.to(batched._embedding_table_index_type)
+    adagrad = tbe.optimizer == _optim_types()[1]
+    if adagrad:
+        tbe.iter.add_(1)  # as fbgemm's forward does for this optimizer (its checkpointed count)
+    return kernel_ops().tbe_lookup(
+        tbe.placeholder_autograd_tensor, tbe.weights_host, tbe.weights_offsets, tbe.D_offsets,
+        tbe.total_D, tbe.hash_size_cumsum, indices, features.offsets(), int(tbe.pooling_mode),
+        tbe.momentum1_host if adagrad else _NO_STATE, tbe.momentum1_offsets if adagrad else
+        _NO_STATE, tbe.learning_rate_tensor, float(tbe.optimizer_args.eps),
+    )  # fmt: skip
+
+
+_NO_STATE = torch.empty(0)
+
+
+@functools.cache
+def _optim_types() -> tuple:
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+
+    return EmbOptimType.EXACT_SGD, EmbOptimType.EXACT_ROWWISE_ADAGRAD
+
+
+def _lookup_applies(batched: nn.Module) -> bool:
+    """Whether recsys's lookup node computes exactly what `batched`'s forward would: a CPU
+    fbgemm training module with fp32 tables, one table per feature, sum or mean pooling, fp32
+    output, SGD or plain row-wise Adagrad (no weight decay, max-norm, gradient clipping,
+    counters), and none of the hooks its forward would call (reporting, raw-id tracking,
+    write-back, module hooks)."""
+    if kernel_ops() is None:
+        return False
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import PoolingMode
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+        SplitTableBatchedEmbeddingBagsCodegen,
+    )
+
+    tbe = getattr(batched, "emb_module", None)
+    if type(tbe) is not SplitTableBatchedEmbeddingBagsCodegen:
+        return False
+    args = tbe.optimizer_args
+    hooks = (batched._forward_hooks, batched._forward_pre_hooks, tbe._forward_hooks,
+             tbe._forward_pre_hooks)  # fmt: skip
+    return (
+        tbe.weights_host.numel() > 0
+        and tbe.weights_host.dtype == torch.float32
+        and tbe.optimizer in _optim_types()
+        and args.weight_decay == 0.0
+        and args.weight_decay_mode == 0
+        and args.max_norm == 0.0
+        and not args.gradient_clipping
+        and not getattr(tbe, "_used_rowwise_adagrad_with_counter", False)
+        and not getattr(tbe, "_used_rowwise_adagrad_with_global_weight_decay", False)
+        and tbe.pooling_mode in (PoolingMode.SUM, PoolingMode.MEAN)
+        and tbe.output_dtype == 0  # SparseType.FP32
+        and bool((tbe.hash_size_cumsum.diff() > 0).all())
+        and getattr(tbe, "stats_reporter", None) is None
+        and getattr(tbe, "_report_input_params", None) is None
+        and getattr(tbe, "tbe_input_multiplexer", None) is None
+        and not getattr(tbe, "use_writeback_bwd_prehook", False)
+        and getattr(batched, "_raw_id_tracker_wrapper", None) is None
+        and not any(hooks)
+    )

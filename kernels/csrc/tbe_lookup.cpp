@@ -1,0 +1,162 @@
+// A CPU table-batched embedding lookup of fbgemm's training module as one autograd node built in
+// C++: fbgemm's forward kernel, and in the backward our fused update (tbe_backward.cpp).
+//
+// fbgemm's Python forward around its CPU kernel (input preparation, ~30 packed arguments, the
+// lookup invoker, its C++ autograd function) and torchrec's around that cost ~250-300 us per
+// step at batch 128 on the 2-core box, for a ~50-90 us lookup; the backward then came back
+// through the same function into our kernel via a Python override. Here one node takes the
+// module's buffers (weights, offsets, Adagrad state, the learning-rate tensor the optimizer
+// fills) and runs: id checks (every id inside its table, offsets that never decrease: fbgemm's
+// CPU forward reads rows unchecked), fbgemm's `split_embedding_codegen_forward_cpu`, and in the
+// backward `tbe_backward_sgd` / `tbe_backward_rowwise_adagrad` on the saved ids.
+// recsys.training.tbe_kernels decides which modules may take it (plain SGD or row-wise Adagrad,
+// fp32 tables, no shared tables, unweighted...); everything else keeps fbgemm's path.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/record_function.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autograd_ops.h"
+#include "tbe.h"
+
+namespace recsys_kernels {
+namespace {
+
+constexpr const char* kOp = "recsys_kernels.tbe_lookup";
+constexpr int64_t kFp32Output = 0;  // fbgemm's SparseType.FP32
+
+// fbgemm's CPU forward kernel, called boxed (fbgemm's headers are not installed; its library
+// registers the operator when fbgemm_gpu is imported, which the module owning the tables did).
+at::Tensor fbgemm_forward(const at::Tensor& weights, const at::Tensor& weights_offsets,
+                          const at::Tensor& D_offsets, int64_t total_D,
+                          const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
+                          const at::Tensor& offsets, int64_t pooling_mode) {
+  static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow(
+      "fbgemm::split_embedding_codegen_forward_cpu", "");
+  torch::jit::Stack stack;
+  stack.reserve(10);
+  stack.emplace_back(weights);
+  stack.emplace_back(weights_offsets);
+  stack.emplace_back(D_offsets);
+  stack.emplace_back(c10::SymInt(total_D));
+  stack.emplace_back(hash_size_cumsum);
+  stack.emplace_back(indices);
+  stack.emplace_back(offsets);
+  stack.emplace_back(pooling_mode);
+  stack.emplace_back(at::Tensor());  // unweighted
+  stack.emplace_back(kFp32Output);
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+// The ids and offsets as the kernels take them (one index dtype), checked before any row is
+// read; returns them.
+std::pair<at::Tensor, at::Tensor> checked_ids(const at::Tensor& weights,
+                                              const at::Tensor& weights_offsets,
+                                              const at::Tensor& D_offsets,
+                                              const at::Tensor& hash_size_cumsum,
+                                              const at::Tensor& indices_in,
+                                              const at::Tensor& offsets_in, int64_t pooling_mode) {
+  TORCH_CHECK(indices_in.dim() == 1 && offsets_in.dim() == 1, kOp,
+              ": indices and offsets must be 1-D, got ", indices_in.sizes(), " and ",
+              offsets_in.sizes());
+  TORCH_CHECK(indices_in.scalar_type() == at::kLong || indices_in.scalar_type() == at::kInt,
+              kOp, ": indices must be int64 or int32, got ", indices_in.scalar_type());
+  const at::Tensor indices = indices_in.contiguous();
+  const at::Tensor offsets = offsets_in.to(indices.scalar_type()).contiguous();
+  const auto in = tbe_inputs(kOp, weights, weights_offsets, D_offsets, hash_size_cumsum, indices,
+                             offsets, pooling_mode, at::Tensor());
+  TORCH_CHECK(in.has_value(), kOp, ": these tables are not supported here (fp32 weights, sum or ",
+              "mean pooling, one table per feature): use fbgemm's module forward");
+  check_ids(kOp, *in);
+  return {indices, offsets};
+}
+
+struct TbeLookupFunction : public torch::autograd::Function<TbeLookupFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& placeholder,
+                            const at::Tensor& weights, const at::Tensor& weights_offsets,
+                            const at::Tensor& D_offsets, int64_t total_D,
+                            const at::Tensor& hash_size_cumsum, const at::Tensor& indices_in,
+                            const at::Tensor& offsets_in, int64_t pooling_mode,
+                            const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+                            const at::Tensor& learning_rate, double eps) {
+    (void)placeholder;  // requires grad, so that autograd records this node (fbgemm's device)
+    auto [indices, offsets] = checked_ids(weights, weights_offsets, D_offsets, hash_size_cumsum,
+                                          indices_in, offsets_in, pooling_mode);
+    at::Tensor out = fbgemm_forward(weights, weights_offsets, D_offsets, total_D,
+                                    hash_size_cumsum, indices, offsets, pooling_mode);
+    ctx->save_for_backward({weights, weights_offsets, D_offsets, hash_size_cumsum, indices,
+                            offsets, momentum_host, momentum_offsets, learning_rate});
+    ctx->saved_data["pooling_mode"] = pooling_mode;
+    ctx->saved_data["eps"] = eps;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    RECORD_FUNCTION("recsys_kernels::tbe_lookup_backward", std::vector<c10::IValue>());
+    const auto s = ctx->get_saved_variables();
+    const int64_t pooling_mode = ctx->saved_data["pooling_mode"].toInt();
+    const bool adagrad = s[6].defined() && s[6].numel() > 0;
+    const bool done =
+        adagrad ? tbe_backward_rowwise_adagrad(grad_outputs[0], s[0], s[1], s[2], s[3], s[4],
+                                               s[5], pooling_mode, at::Tensor(), s[6], s[7], s[8],
+                                               ctx->saved_data["eps"].toDouble())
+                : tbe_backward_sgd(grad_outputs[0], s[0], s[1], s[2], s[3], s[4], s[5],
+                                   pooling_mode, at::Tensor(), s[8]);
+    TORCH_CHECK(done, kOp, ": the fused update does not handle this gradient (",
+                grad_outputs[0].scalar_type(), " ", grad_outputs[0].sizes(), ")");
+    return torch::autograd::variable_list(13);  // the update is done: no gradients
+  }
+};
+
+}  // namespace
+
+at::Tensor tbe_lookup(const at::Tensor& placeholder, const at::Tensor& weights,
+                      const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
+                      int64_t total_D, const at::Tensor& hash_size_cumsum,
+                      const at::Tensor& indices, const at::Tensor& offsets, int64_t pooling_mode,
+                      const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+                      const at::Tensor& learning_rate, double eps) {
+  RECORD_FUNCTION("recsys_kernels::tbe_lookup", std::vector<c10::IValue>());
+  return TbeLookupFunction::apply(placeholder, weights, weights_offsets, D_offsets, total_D,
+                                  hash_size_cumsum, indices, offsets, pooling_mode,
+                                  momentum_host, momentum_offsets, learning_rate, eps);
+}
+
+// Without autograd (inference mode): the checked forward alone.
+at::Tensor tbe_lookup_inference(const at::Tensor& /*placeholder*/, const at::Tensor& weights,
+                                const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
+                                int64_t total_D, const at::Tensor& hash_size_cumsum,
+                                const at::Tensor& indices_in, const at::Tensor& offsets_in,
+                                int64_t pooling_mode, const at::Tensor& /*momentum_host*/,
+                                const at::Tensor& /*momentum_offsets*/,
+                                const at::Tensor& /*learning_rate*/, double /*eps*/) {
+  auto [indices, offsets] = checked_ids(weights, weights_offsets, D_offsets, hash_size_cumsum,
+                                        indices_in, offsets_in, pooling_mode);
+  return fbgemm_forward(weights, weights_offsets, D_offsets, total_D, hash_size_cumsum, indices,
+                        offsets, pooling_mode);
+}
+
+}  // namespace recsys_kernels
+
+TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
+  // the forward mutates nothing; the node's backward updates weights and momentum1_host
+  m.def("tbe_lookup(Tensor placeholder, Tensor weights, Tensor weights_offsets, "
+        "Tensor D_offsets, int total_D, Tensor hash_size_cumsum, Tensor indices, Tensor offsets, "
+        "int pooling_mode, Tensor momentum1_host, Tensor momentum1_offsets, "
+        "Tensor learning_rate, float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {
+  m.impl("tbe_lookup", recsys_kernels::tbe_lookup_inference);
+}
+
+TORCH_LIBRARY_IMPL(recsys_kernels, Autograd, m) {
+  m.impl("tbe_lookup", recsys_kernels::tbe_lookup);
+}
