@@ -121,12 +121,16 @@ def op_args(tbe, indices, offsets, grad):
             torch.tensor(0.05), 1e-3)  # fmt: skip
 
 
+def one_bad_id(bad_id: int):
+    """A module and one-id bags whose feature 0 (50 rows), bag 5 holds `bad_id`."""
+    indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
+    indices[5] = bad_id
+    return make_tbe(ADAGRAD, PoolingMode.SUM), indices, torch.arange(len(ROWS) * BATCH + 1)
+
+
 @pytest.mark.parametrize("bad_id", [-1, 50])
 def test_id_outside_table_names_feature_and_position(bad_id):
-    tbe = make_tbe(ADAGRAD, PoolingMode.SUM)
-    indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
-    indices[5] = bad_id  # feature 0 (50 rows), bag 5
-    offsets = torch.arange(len(ROWS) * BATCH + 1)
+    tbe, indices, offsets = one_bad_id(bad_id)
     before = state(tbe)
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"feature 0, bag 5, position 5: id"):
         torch.ops.recsys_kernels.tbe_backward_rowwise_adagrad(

@@ -19,6 +19,7 @@ from tests.training.test_tbe_kernels import (
     _fp16_tables,
     _weight_decay,
     make_tbe,
+    one_bad_id,
     random_step,
     sharded_dlrm,
     state,
@@ -74,10 +75,7 @@ def test_inference_mode_forward_only():
 
 @pytest.mark.parametrize("bad_id", [-1, 50])
 def test_id_outside_table_stops_the_forward_naming_it(bad_id):
-    tbe = make_tbe(ADAGRAD, PoolingMode.SUM)
-    indices = torch.zeros(len(ROWS) * BATCH, dtype=torch.long)
-    indices[5] = bad_id  # feature 0 (50 rows), bag 5
-    offsets = torch.arange(len(ROWS) * BATCH + 1)
+    tbe, indices, offsets = one_bad_id(bad_id)
     before = state(tbe)
     with pytest.raises(RuntimeError, match=r"tbe_lookup: feature 0, bag 5, position 5: id"):
         node(tbe, indices, offsets)
