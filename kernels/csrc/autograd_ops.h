@@ -3,10 +3,16 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <optional>
 
 namespace recsys_kernels {
+
+// Inside these operators products run in their own working dtype, never autocast's.
+inline c10::impl::ExcludeDispatchKeyGuard autocast_off() {
+  return c10::impl::ExcludeDispatchKeyGuard(c10::DispatchKeySet(c10::DispatchKey::AutocastCPU));
+}
 
 // A whole MLP stack (mlp_stack.cpp): mlp_forward's output; backward mlp_backward, which with
 // sgd_lr takes an SGD step on the weights and biases in place instead of returning gradients.

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -118,7 +117,7 @@ struct DotPairsFunction : public torch::autograd::Function<DotPairsFunction> {
 
 at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
                      std::optional<at::ScalarType> out_dtype) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  const auto guard = autocast_off();
   return DotPairsFunction::apply(dense, sparse, self_terms, out_dtype);
 }
 

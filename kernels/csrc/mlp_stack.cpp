@@ -14,7 +14,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/record_function.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -222,11 +221,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_backward_impl(
         take(2 * i, mkl ? mm_bf16_f32(g.t(), acts[i]) : weight_grad(g, acts[i]));
       }
     }
-    if (i > 0) {
+    if (g_in.defined()) {
       g = g_in;
       owned = true;
-    } else if (need_x) {
-      g = g_in;
     }
   }
   return {need_x ? g.to(x_dtype) : at::Tensor(), grads};
@@ -248,11 +245,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The op's own products run in its working dtype, never autocast's.
-c10::impl::ExcludeDispatchKeyGuard no_autocast() {
-  return c10::impl::ExcludeDispatchKeyGuard(c10::DispatchKeySet(c10::DispatchKey::AutocastCPU));
-}
 
 // The stack as one autograd node built in C++: the step's engine calls its backward without
 // Python (the Python autograd.Function it replaces cost ~40-80 us per forward + backward).
@@ -280,7 +272,7 @@ struct MlpFunction : public torch::autograd::Function<MlpFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto guard = no_autocast();
+    const auto guard = autocast_off();
     const variable_list saved = ctx->get_saved_variables();
     const int64_t n = ctx->saved_data["layers"].toInt();
     const auto part = [&](int64_t from, int64_t count) {
@@ -325,7 +317,7 @@ at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biase
   TORCH_CHECK(!sgd_lr || (*sgd_lr >= 0.0 && sgd_weight_decay >= 0.0),
               "recsys_kernels.mlp: the SGD step needs lr >= 0 and weight_decay >= 0, got lr ",
               *sgd_lr, " and weight_decay ", sgd_weight_decay);
-  const auto guard = no_autocast();
+  const auto guard = autocast_off();
   return MlpFunction::apply(x, weights, biases, relu_last, bf16, head, sgd_lr,
                             sgd_weight_decay);
 }
@@ -334,7 +326,7 @@ at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biase
 at::Tensor mlp_inference(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
                          bool relu_last, bool bf16, bool head, std::optional<double> /*sgd_lr*/,
                          double /*sgd_weight_decay*/) {
-  const auto guard = no_autocast();
+  const auto guard = autocast_off();
   return std::get<0>(mlp_forward(x, weights, biases, relu_last, bf16, head));
 }
 

@@ -54,20 +54,18 @@ void check_ids(const char* op, const TbeInputs& in);
 void for_each_table(const std::vector<TbeTable>& tables,
                     const std::function<void(const TbeTable&)>& fn);
 
-// The fused backward + update operators (tbe_backward.cpp): false, touching nothing, for what
-// they do not handle (see tbe_inputs).
-bool tbe_backward_rowwise_adagrad(const at::Tensor& grad_output, const at::Tensor& host_weights,
-                                  const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
-                                  const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
-                                  const at::Tensor& offsets, int64_t pooling_mode,
-                                  const at::Tensor& indice_weights,
-                                  const at::Tensor& momentum_host,
-                                  const at::Tensor& momentum_offsets,
-                                  const at::Tensor& learning_rate, double eps);
-bool tbe_backward_sgd(const at::Tensor& grad_output, const at::Tensor& host_weights,
-                      const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
-                      const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
-                      const at::Tensor& offsets, int64_t pooling_mode,
-                      const at::Tensor& indice_weights, const at::Tensor& learning_rate);
+enum class TbeUpdate { kSgd, kRowwiseAdagrad };
+
+// The backward + fused update of both operators (tbe_backward.cpp; momentum_* only for row-wise
+// Adagrad). Returns false, touching nothing, for what it does not handle (see tbe_inputs, plus
+// non-float32 gradients or Adagrad state). `ids_checked`: the caller already ran check_ids on
+// these very indices and offsets (the lookup node's forward), so the pass is not repeated.
+bool tbe_fused_backward(TbeUpdate update, const at::Tensor& grad_output,
+                        const at::Tensor& host_weights, const at::Tensor& weights_offsets,
+                        const at::Tensor& D_offsets, const at::Tensor& hash_size_cumsum,
+                        const at::Tensor& indices, const at::Tensor& offsets,
+                        int64_t pooling_mode, const at::Tensor& indice_weights,
+                        const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+                        const at::Tensor& learning_rate, double eps, bool ids_checked);
 
 }  // namespace recsys_kernels

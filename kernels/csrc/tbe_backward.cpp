@@ -26,7 +26,7 @@ namespace {
 
 constexpr const char* kOp = "embedding backward";
 
-enum class Update { kSgd, kRowwiseAdagrad };
+using Update = TbeUpdate;
 
 struct Scratch {
   std::vector<int64_t> slot_row;  // open-addressing table: row id or -1
@@ -111,16 +111,15 @@ void update_table(const TbeTable& table, float* momentum, Update update, const T
   }
 }
 
-// The common part of both operators. Returns false, touching nothing, for what it does not
-// handle (the caller then runs fbgemm's own kernel): see tbe_inputs, plus non-float32
-// gradients or Adagrad state.
-bool fused_backward(Update update, const at::Tensor& grad_output_in,
-                    const at::Tensor& host_weights, const at::Tensor& weights_offsets,
-                    const at::Tensor& D_offsets, const at::Tensor& hash_size_cumsum,
-                    const at::Tensor& indices, const at::Tensor& offsets, int64_t pooling_mode,
-                    const at::Tensor& indice_weights, const at::Tensor& momentum_host,
-                    const at::Tensor& momentum_offsets, const at::Tensor& learning_rate,
-                    double eps) {
+}  // namespace
+
+bool tbe_fused_backward(TbeUpdate update, const at::Tensor& grad_output_in,
+                        const at::Tensor& host_weights, const at::Tensor& weights_offsets,
+                        const at::Tensor& D_offsets, const at::Tensor& hash_size_cumsum,
+                        const at::Tensor& indices, const at::Tensor& offsets,
+                        int64_t pooling_mode, const at::Tensor& indice_weights,
+                        const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+                        const at::Tensor& learning_rate, double eps, bool ids_checked) {
   if (grad_output_in.scalar_type() != at::kFloat || grad_output_in.dim() != 2) return false;
   const bool adagrad = update == Update::kRowwiseAdagrad;
   if (adagrad &&
@@ -147,7 +146,7 @@ bool fused_backward(Update update, const at::Tensor& grad_output_in,
     }
   }
   const float lr = learning_rate.item<float>();
-  check_ids(kOp, *in);
+  if (!ids_checked) check_ids(kOp, *in);
   AT_DISPATCH_INDEX_TYPES(in->indices.scalar_type(), "recsys_kernels.tbe_backward", [&] {
     for_each_table(in->tables, [&](const TbeTable& table) {
       thread_local Scratch scratch;
@@ -159,8 +158,7 @@ bool fused_backward(Update update, const at::Tensor& grad_output_in,
   return true;
 }
 
-}  // namespace
-
+// The operators (fbgemm's backward signatures): the caller runs fbgemm's kernel when false.
 bool tbe_backward_rowwise_adagrad(const at::Tensor& grad_output, const at::Tensor& host_weights,
                                   const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
                                   const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
@@ -169,9 +167,10 @@ bool tbe_backward_rowwise_adagrad(const at::Tensor& grad_output, const at::Tenso
                                   const at::Tensor& momentum_host,
                                   const at::Tensor& momentum_offsets,
                                   const at::Tensor& learning_rate, double eps) {
-  return fused_backward(Update::kRowwiseAdagrad, grad_output, host_weights, weights_offsets,
-                        D_offsets, hash_size_cumsum, indices, offsets, pooling_mode,
-                        indice_weights, momentum_host, momentum_offsets, learning_rate, eps);
+  return tbe_fused_backward(TbeUpdate::kRowwiseAdagrad, grad_output, host_weights,
+                            weights_offsets, D_offsets, hash_size_cumsum, indices, offsets,
+                            pooling_mode, indice_weights, momentum_host, momentum_offsets,
+                            learning_rate, eps, false);
 }
 
 bool tbe_backward_sgd(const at::Tensor& grad_output, const at::Tensor& host_weights,
@@ -179,9 +178,10 @@ bool tbe_backward_sgd(const at::Tensor& grad_output, const at::Tensor& host_weig
                       const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
                       const at::Tensor& offsets, int64_t pooling_mode,
                       const at::Tensor& indice_weights, const at::Tensor& learning_rate) {
-  return fused_backward(Update::kSgd, grad_output, host_weights, weights_offsets, D_offsets,
-                        hash_size_cumsum, indices, offsets, pooling_mode, indice_weights,
-                        at::Tensor(), at::Tensor(), learning_rate, 0.0);
+  return tbe_fused_backward(TbeUpdate::kSgd, grad_output, host_weights, weights_offsets,
+                            D_offsets, hash_size_cumsum, indices, offsets, pooling_mode,
+                            indice_weights, at::Tensor(), at::Tensor(), learning_rate, 0.0,
+                            false);
 }
 
 }  // namespace recsys_kernels

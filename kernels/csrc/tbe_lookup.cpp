@@ -8,7 +8,8 @@
 // module's buffers (weights, offsets, Adagrad state, the learning-rate tensor the optimizer
 // fills) and runs: id checks (every id inside its table, offsets that never decrease: fbgemm's
 // CPU forward reads rows unchecked), fbgemm's `split_embedding_codegen_forward_cpu`, and in the
-// backward `tbe_backward_sgd` / `tbe_backward_rowwise_adagrad` on the saved ids.
+// backward the same update as `tbe_backward_sgd` / `tbe_backward_rowwise_adagrad`
+// (`tbe_fused_backward`) on the saved ids, without checking them a second time.
 // recsys.training.tbe_kernels decides which modules may take it (plain SGD or row-wise Adagrad,
 // fp32 tables, no shared tables, unweighted...); everything else keeps fbgemm's path.
 #include <ATen/ATen.h>
@@ -103,12 +104,11 @@ struct TbeLookupFunction : public torch::autograd::Function<TbeLookupFunction> {
     const auto s = ctx->get_saved_variables();
     const int64_t pooling_mode = ctx->saved_data["pooling_mode"].toInt();
     const bool adagrad = s[6].defined() && s[6].numel() > 0;
-    const bool done =
-        adagrad ? tbe_backward_rowwise_adagrad(grad_outputs[0], s[0], s[1], s[2], s[3], s[4],
-                                               s[5], pooling_mode, at::Tensor(), s[6], s[7], s[8],
-                                               ctx->saved_data["eps"].toDouble())
-                : tbe_backward_sgd(grad_outputs[0], s[0], s[1], s[2], s[3], s[4], s[5],
-                                   pooling_mode, at::Tensor(), s[8]);
+    // the saved ids are the forward's checked ones (autograd refuses them if changed since)
+    const bool done = tbe_fused_backward(
+        adagrad ? TbeUpdate::kRowwiseAdagrad : TbeUpdate::kSgd, grad_outputs[0], s[0], s[1],
+        s[2], s[3], s[4], s[5], pooling_mode, at::Tensor(), s[6], s[7], s[8],
+        ctx->saved_data["eps"].toDouble(), /*ids_checked=*/true);
     TORCH_CHECK(done, kOp, ": the fused update does not handle this gradient (",
                 grad_outputs[0].scalar_type(), " ", grad_outputs[0].sizes(), ")");
     return torch::autograd::variable_list(13);  // the update is done: no gradients

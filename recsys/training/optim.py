@@ -73,15 +73,13 @@ def dense_optimizer(
     return dense
 
 
-def sgd_step_in_backward(model: nn.Module, group: dict) -> int:
+def sgd_step_in_backward(model: nn.Module, group: dict) -> None:
     """Hand SGD param group `group`'s step on each MLP's parameters to that MLP's fused backward
     (no weight gradient is written or read again: ~5-8 % of a batch-128 DLRM step on 2 cores,
-    docs/benchmarks.md); the optimizer's own step still covers every other dense parameter.
-    Returns how many MLPs took it."""
-    mlps = [m for m in model.modules() if isinstance(m, MLP)]
-    for mlp in mlps:
-        mlp.take_sgd_step_in_backward(group)
-    return len(mlps)
+    docs/benchmarks.md); the optimizer's own step still covers every other dense parameter."""
+    for module in model.modules():
+        if isinstance(module, MLP):
+            module.take_sgd_step_in_backward(group)
 
 
 class TrainingOptimizer(CombinedOptimizer):
