@@ -29,6 +29,7 @@ SOURCES = [
     "mlp_scalar.cpp",
     "mlp_avx512.cpp",
     "mlp_stack.cpp",
+    "dlrm_forward.cpp",
     "mkl_bf16.cpp",
     "fpenv.cpp",
 ]

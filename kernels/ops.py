@@ -294,6 +294,29 @@ def tbe_lookup(
     )  # fmt: skip
 
 
+def dlrm_forward_loss(
+    dense: torch.Tensor,
+    labels: torch.Tensor,
+    bottom: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], bool, bool],
+    top: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], bool, bool],
+    sgd_lr: float | None,
+    sgd_weight_decay: float,
+    num_features: int,
+    self_terms: bool,
+    lookup: tuple,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A DLRM training forward and its loss in one call: `mlp` on the dense features (`bottom`
+    = (weights, biases, relu_last, head)), `tbe_lookup(*lookup)` -> [B, num_features * D],
+    `dot_pairs` of the two, `mlp` on that (`top`), then the mean binary cross-entropy of the
+    logits [B] against `labels` -> (logits, loss), with the autograd nodes those operators
+    build; fp32, no autocast. Eager mode only (no registered operator: tracing and compiling
+    take the model's modules)."""
+    return _direct.dlrm_forward_loss(
+        dense, labels, *bottom, *top, sgd_lr, sgd_weight_decay, num_features, self_terms,
+        *lookup,
+    )  # fmt: skip
+
+
 def mlp_backward(
     grad: torch.Tensor,
     acts: Sequence[torch.Tensor],

@@ -29,6 +29,7 @@ from recsys.distributed.topology import HostSpec, build_topology
 from recsys.errors import ConfigError
 from recsys.models.dlrm import DLRM, table_configs
 from recsys.training.checkpoint import CheckpointManager, resolve_resume
+from recsys.training.fused_forward import FusedForwardLoss
 from recsys.training.optim import (
     LRSchedule,
     TrainingOptimizer,
@@ -173,9 +174,11 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     settings = LoopSettings(total, t.eval_every, t.log_every, t.checkpoint_every, t.precision)
     reporter = Reporter(run_dir, env.is_main, t.tensorboard, config_yaml)
     checkpoints = CheckpointManager(run_dir / "checkpoints", env, t.keep_checkpoints)
+    fused = t.fused_forward and env.world_size == 1 and env.device.type == "cpu"
     trainer = Trainer(
         dmp, optimizer, [(dmp.fused_optimizer, cfg.optim.embedding.lr), (dense, d.lr)], schedule,
         train_loader, eval_loaders, checkpoints, reporter, env, settings,
+        forward_loss=FusedForwardLoss(dmp) if fused and t.precision == "fp32" else None,
     )  # fmt: skip
     resume_from = resolve_resume(t.resume, checkpoints)
     if resume_from is not None:

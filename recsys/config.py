@@ -150,6 +150,10 @@ class TrainerConfig:
     # (kernels/csrc/tbe_backward.cpp, 3.5-15x fbgemm 1.8's here) | fbgemm. Same tables,
     # optimizer state and arithmetic either way.
     embedding_kernels: str = "recsys"
+    # One process on the CPU in fp32: the step's forward and loss as one C++ call of the same
+    # operators the modules would call (recsys/training/fused_forward.py; bit-identical), where
+    # the model's configuration allows it; false always runs the modules.
+    fused_forward: bool = True
     prefetch_batches: int = 4  # batches read ahead by the loader thread (at least 4,096 rows)
     shuffle: bool = True
     tensorboard: bool = True

@@ -6,6 +6,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <optional>
+#include <tuple>
 
 namespace recsys_kernels {
 
@@ -33,5 +34,18 @@ at::Tensor tbe_lookup(const at::Tensor& placeholder, const at::Tensor& weights,
                       const at::Tensor& indices, const at::Tensor& offsets, int64_t pooling_mode,
                       const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
                       const at::Tensor& learning_rate, double eps);
+
+// A DLRM training forward and its loss (dlrm_forward.cpp): mlp, tbe_lookup, dot_pairs, mlp and
+// binary_cross_entropy_with_logits chained as the model's modules chain them -> (logits, loss).
+std::tuple<at::Tensor, at::Tensor> dlrm_forward_loss(
+    const at::Tensor& dense, const at::Tensor& labels, at::TensorList bottom_weights,
+    at::TensorList bottom_biases, bool bottom_relu_last, bool bottom_head,
+    at::TensorList top_weights, at::TensorList top_biases, bool top_relu_last, bool top_head,
+    std::optional<double> sgd_lr, double sgd_weight_decay, int64_t num_features,
+    bool self_terms, const at::Tensor& placeholder, const at::Tensor& weights,
+    const at::Tensor& weights_offsets, const at::Tensor& D_offsets, int64_t total_D,
+    const at::Tensor& hash_size_cumsum, const at::Tensor& indices, const at::Tensor& offsets,
+    int64_t pooling_mode, const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
+    const at::Tensor& learning_rate, double eps);
 
 }  // namespace recsys_kernels

@@ -40,6 +40,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "torch.ops.recsys_kernels.dot_pairs, called directly (all arguments given)");
   m.def("tbe_lookup", &recsys_kernels::tbe_lookup, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.tbe_lookup, called directly (all arguments given)");
+  m.def(
+      "dlrm_forward_loss",
+      [](const at::Tensor& dense, const at::Tensor& labels,
+         const std::vector<at::Tensor>& bottom_weights,
+         const std::vector<at::Tensor>& bottom_biases, bool bottom_relu_last, bool bottom_head,
+         const std::vector<at::Tensor>& top_weights, const std::vector<at::Tensor>& top_biases,
+         bool top_relu_last, bool top_head, std::optional<double> sgd_lr,
+         double sgd_weight_decay, int64_t num_features, bool self_terms,
+         const at::Tensor& placeholder, const at::Tensor& weights,
+         const at::Tensor& weights_offsets, const at::Tensor& D_offsets, int64_t total_D,
+         const at::Tensor& hash_size_cumsum, const at::Tensor& indices,
+         const at::Tensor& offsets, int64_t pooling_mode, const at::Tensor& momentum_host,
+         const at::Tensor& momentum_offsets, const at::Tensor& learning_rate, double eps) {
+        return recsys_kernels::dlrm_forward_loss(
+            dense, labels, bottom_weights, bottom_biases, bottom_relu_last, bottom_head,
+            top_weights, top_biases, top_relu_last, top_head, sgd_lr, sgd_weight_decay,
+            num_features, self_terms, placeholder, weights, weights_offsets, D_offsets, total_D,
+            hash_size_cumsum, indices, offsets, pooling_mode, momentum_host, momentum_offsets,
+            learning_rate, eps);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "a DLRM training forward and its loss in one call (no registered operator: eager only)");
   m.def("current_isa", &recsys_kernels::current_isa,
         "torch.ops.recsys_kernels.current_isa, called directly (the fused layers ask per call)");
   m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),

@@ -125,14 +125,25 @@ def recsys_embedding_kernels(enabled: bool) -> Iterator[bool]:
 
 def lookup(batched: nn.Module, features: KeyedJaggedTensor) -> torch.Tensor:
     """The pooled rows [B, total D] of `features` from torchrec's batched embedding module
-    `batched`: through recsys's lookup node where it applies (recsys kernels on, and a module
-    configuration they cover: `_lookup_applies`, decided once per module), else through the
+    `batched`: through recsys's lookup node where it applies (`node_applies`), else through the
     module's own forward."""
+    if not node_applies(batched):
+        return batched(features)
+    return kernel_ops().tbe_lookup(*node_args(batched, features))
+
+
+def node_applies(batched: nn.Module) -> bool:
+    """Whether `batched`'s lookups go through recsys's lookup node: recsys kernels on, and a
+    module configuration they cover (`_lookup_applies`, decided once per module)."""
     applies = batched.__dict__.get("_recsys_lookup")
     if applies is None:
         applies = batched.__dict__["_recsys_lookup"] = _lookup_applies(batched)
-    if not (_enabled and applies):
-        return batched(features)
+    return _enabled and applies
+
+
+def node_args(batched: nn.Module, features: KeyedJaggedTensor) -> tuple:
+    """The lookup node's arguments for `features` (`kernels.ops.tbe_lookup`'s order), where
+    `node_applies(batched)`; counts the iteration as fbgemm's forward does."""
     tbe = batched.emb_module
     indices = features.values()
     if indices.dtype != batched._embedding_table_index_type:
@@ -140,7 +151,7 @@ def lookup(batched: nn.Module, features: KeyedJaggedTensor) -> torch.Tensor:
     adagrad = tbe.optimizer == _optim_types()[1]
     if adagrad:
         tbe.iter.add_(1)  # as fbgemm's forward does for this optimizer (its checkpointed count)
-    return kernel_ops().tbe_lookup(
+    return (
         tbe.placeholder_autograd_tensor, tbe.weights_host, tbe.weights_offsets, tbe.D_offsets,
         tbe.total_D, tbe.hash_size_cumsum, indices, features.offsets(), int(tbe.pooling_mode),
         tbe.momentum1_host if adagrad else _NO_STATE, tbe.momentum1_offsets if adagrad else

@@ -28,6 +28,10 @@ from recsys.training.metrics import PredictionAccumulator, auc
 from recsys.training.optim import LRSchedule
 from recsys.training.reporting import Reporter
 
+ForwardLoss = Callable[
+    [torch.Tensor, Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | None"
+]
+
 
 @dataclass
 class LoopSettings:
@@ -64,8 +68,12 @@ class Trainer:
         reporter: Reporter,
         env: DistEnv,
         settings: LoopSettings,
+        forward_loss: ForwardLoss | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        # (dense, sparse, labels) -> (logits, loss) in one call where it applies, else None
+        # (recsys.training.fused_forward); the model's modules and the loss otherwise
+        self.forward_loss = forward_loss
         self.lr_groups, self.schedule = lr_groups, schedule
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.checkpoints, self.reporter = checkpoints, reporter
@@ -89,9 +97,13 @@ class Trainer:
         """LR for this step, forward, loss, backward (fused embedding update), dense step."""
         lr_factor = self.schedule.apply(self.lr_groups, self.step)
         self.optimizer.zero_grad()  # also hands the new lr to the fused embedding kernels
-        with self._autocast():
-            logits = self.model(batch.dense, batch.sparse)  # [B]
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+        fused = self.forward_loss and self.forward_loss(batch.dense, batch.sparse, batch.labels)
+        if fused:
+            logits, loss = fused
+        else:
+            with self._autocast():
+                logits = self.model(batch.dense, batch.sparse)  # [B]
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         loss.backward()
         self.optimizer.step()
         self.lr = lr_factor * self.lr_groups[-1][1]
