@@ -14,8 +14,10 @@ It applies only where each module would take exactly that operator: a DLRM whose
 collection is the group of one (world size 1) going straight to one table-batched module that
 takes recsys's lookup node, with the features already in the model's order; both MLPs and the
 dot interaction on their fused paths (fp32 parameters on the CPU); grad mode on, no autocast;
-no forward or backward hook on any of the modules it would skip. The structural part is decided
-once (after torchrec's first forward set the collection up); the rest at every call. Where it
+no forward or backward hook on any of the modules it would skip. The structure (module types,
+one table-batched module, feature order, fp32 CPU parameters) is decided once, after torchrec's
+first forwards set the collection up; the switches (the modules' `fused` flags, `MLP.heads`, the
+MLPs' SGD group, grad mode, autocast, hooks, the batch's tensors) at every call. Where it
 does not apply, the call returns None and the trainer runs the modules.
 """
 
@@ -47,7 +49,7 @@ class _Plan:
     dlrm: DLRM
     batched: nn.Module  # the table-batched module (torchrec's wrapper of fbgemm's)
     skipped: tuple[nn.Module, ...]  # the modules whose calls the fused call replaces
-    heads: tuple[bool, bool]  # bottom / top MLP: a width-1 last layer on the head kernels
+    width_one: tuple[bool, bool]  # bottom / top MLP end in a width-1 layer (MLP.heads: a kernel)
     num_features: int
     width: int  # dense features
 
@@ -70,9 +72,10 @@ class FusedForwardLoss:
         bottom, top = plan.dlrm.bottom_mlp, plan.dlrm.top_mlp
         group = bottom._sgd_group
         lr, decay = (None, 0.0) if group is None else (group["lr"], group["weight_decay"])
+        heads = plan.width_one[0] and MLP.heads, plan.width_one[1] and MLP.heads
         return kernel_ops().dlrm_forward_loss(
-            dense, labels, _mlp_args(bottom, plan.heads[0]), _mlp_args(top, plan.heads[1]), lr,
-            decay, plan.num_features, plan.dlrm.interaction.self_terms,
+            dense, labels, _mlp_args(bottom, heads[0]), _mlp_args(top, heads[1]), lr, decay,
+            plan.num_features, plan.dlrm.interaction.self_terms,
             tbe_kernels.node_args(plan.batched, sparse),
         )  # fmt: skip
 
@@ -101,10 +104,8 @@ def _plan_for(model: nn.Module) -> _Plan | bool | None:
         or collection._has_features_permute
         or list(collection._embedding_names) != dlrm.feature_names
         or type(interaction) is not DotInteraction
-        or not interaction.fused
         or not _simd_kernels()
-        or not all(type(m) is MLP and m.fused and _fp32_cpu(m) for m in (bottom, top))
-        or bottom._sgd_group is not top._sgd_group
+        or not all(type(m) is MLP and _fp32_cpu(m) for m in (bottom, top))
     ):
         return False
     wrapped = getattr(model, "_dmp_wrapped_module", None)
@@ -114,7 +115,7 @@ def _plan_for(model: nn.Module) -> _Plan | bool | None:
         dlrm=dlrm,
         batched=collection._lookups[0]._emb_modules[0],
         skipped=skipped,
-        heads=tuple(m.layers[-1].out_features == 1 and MLP.heads for m in (bottom, top)),
+        width_one=tuple(m.layers[-1].out_features == 1 for m in (bottom, top)),
         num_features=len(dlrm.feature_names),
         width=bottom.layers[0].in_features,
     )
@@ -128,8 +129,14 @@ def _applies_now(
     plan: _Plan, dense: torch.Tensor, sparse: KeyedJaggedTensor, labels: torch.Tensor
 ) -> bool:
     """This call's part of the decision: what can change from one step to the next."""
+    dlrm = plan.dlrm
+    bottom, top = dlrm.bottom_mlp, dlrm.top_mlp
     return (
         torch.is_grad_enabled()
+        and bottom.fused
+        and top.fused
+        and dlrm.interaction.fused
+        and bottom._sgd_group is top._sgd_group  # one lr for both (or no step in the backward)
         and not torch.is_autocast_enabled("cpu")
         and tbe_kernels.node_applies(plan.batched)
         and type(dense) is torch.Tensor

@@ -14,6 +14,7 @@ from kernels import ops
 from recsys import builders
 from recsys.config import TrainConfig
 from recsys.data.batch import Batch
+from recsys.models.mlp import MLP
 from recsys.training.tbe_kernels import recsys_embedding_kernels
 
 STEPS = 5
@@ -98,7 +99,9 @@ def test_same_steps_as_the_modules(tiny_dataset, dist_env, tmp_path, fused_calls
         assert torch.equal(value, state_f[name]), name
 
 
-def test_modules_run_where_it_does_not_apply(tiny_dataset, dist_env, tmp_path, fused_calls):
+def test_modules_run_where_it_does_not_apply(
+    tiny_dataset, dist_env, tmp_path, fused_calls, monkeypatch
+):
     trainer = _trainer(tiny_dataset, dist_env, tmp_path)
     batch = next(iter(trainer.train_loader))
     for _ in range(WARM_UP + 1):
@@ -119,8 +122,18 @@ def test_modules_run_where_it_does_not_apply(tiny_dataset, dist_env, tmp_path, f
     with recsys_embedding_kernels(False):
         assert trainer.forward_loss(*args) is None
     assert trainer.forward_loss(batch.dense.double(), batch.sparse, batch.labels) is None
+    model = trainer.model.module
+    model.top_mlp.fused = False
+    assert trainer.forward_loss(*args) is None
+    model.top_mlp.fused = True
+    model.top_mlp.take_sgd_step_in_backward({"lr": 0.1, "weight_decay": 0.0})  # not the bottom's
+    assert trainer.forward_loss(*args) is None
+    model.top_mlp.take_sgd_step_in_backward(None)
     assert len(fused_calls) == 1
-    assert trainer.forward_loss(*args) is not None
+    for heads in (True, False):  # read at every call, like the modules do
+        monkeypatch.setattr(MLP, "heads", heads)
+        logits, _ = trainer.forward_loss(*args)
+        assert torch.equal(logits, trainer.model(batch.dense, batch.sparse))
 
     # switched off, or bf16: the builder gives the trainer no fused call
     assert _trainer(tiny_dataset, dist_env, tmp_path, fused=False).forward_loss is None
