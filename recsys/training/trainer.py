@@ -97,7 +97,11 @@ class Trainer:
         """LR for this step, forward, loss, backward (fused embedding update), dense step."""
         lr_factor = self.schedule.apply(self.lr_groups, self.step)
         self.optimizer.zero_grad()  # also hands the new lr to the fused embedding kernels
-        fused = self.forward_loss and self.forward_loss(batch.dense, batch.sparse, batch.labels)
+        fused = (
+            self.settings.precision == "fp32"  # (the settings may change after the build)
+            and self.forward_loss
+            and self.forward_loss(batch.dense, batch.sparse, batch.labels)
+        )
         if fused:
             logits, loss = fused
         else:

@@ -135,6 +135,10 @@ def test_modules_run_where_it_does_not_apply(
         logits, _ = trainer.forward_loss(*args)
         assert torch.equal(logits, trainer.model(batch.dense, batch.sparse))
 
+    trainer.settings.precision = "bf16"  # changed after the build (as the benchmark does)
+    before = len(fused_calls)
+    trainer.train_step(batch)
+    assert len(fused_calls) == before
     # switched off, or bf16: the builder gives the trainer no fused call
     assert _trainer(tiny_dataset, dist_env, tmp_path, fused=False).forward_loss is None
     assert _trainer(tiny_dataset, dist_env, tmp_path, precision="bf16").forward_loss is None
