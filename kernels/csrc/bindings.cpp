@@ -1,5 +1,7 @@
-// Direct Python bindings of the lookup entry points and of the operators that build autograd
-// nodes (the MLP stack, the dot interaction). Calling a registered operator through
+// Direct Python bindings of the lookup entry points, of the operators that build autograd
+// nodes (the MLP stack, the dot interaction, the training lookup) and of the DLRM training
+// forward that chains them (dlrm_forward.cpp: a binding only, no registered operator).
+// Calling a registered operator through
 // torch.ops from Python costs about 5 us of argument parsing against its schema, as much as a
 // whole lookup of a few hundred one-id bags; these bindings reach the same C++ functions in
 // about 1 us. kernels.ops uses them for plain tensors in eager mode; scripting, tracing,
