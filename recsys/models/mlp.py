@@ -65,6 +65,20 @@ class MLP(nn.Module):
                              f"momentum must be 0, got {group['momentum']}")  # fmt: skip
         self._sgd_group = group
 
+    def fused_args(self) -> tuple[list[nn.Parameter], list[nn.Parameter], bool, bool]:
+        """(weights, biases, relu_last, head) as the fused path passes them to
+        `kernels.ops.mlp`; `head`: a width-1 last layer (DLRM's logit) runs on the head
+        kernels, not as an N = 1 GEMM."""
+        weights = [layer.weight for layer in self.layers]
+        biases = [layer.bias for layer in self.layers]
+        return weights, biases, self.relu_last, weights[-1].shape[0] == 1 and MLP.heads
+
+    def sgd_args(self) -> tuple[float | None, float]:
+        """(lr, weight decay) of the SGD step the fused backward takes now
+        (`take_sgd_step_in_backward`; none without grad mode): (None, 0.0) for none."""
+        sgd = self._sgd_group if torch.is_grad_enabled() else None
+        return (None, 0.0) if sgd is None else (sgd["lr"], sgd["weight_decay"])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         width = self.layers[0].in_features
         if x.dim() == 0 or x.shape[-1] != width:
@@ -72,15 +86,10 @@ class MLP(nn.Module):
             raise ValueError(f"MLP expects {width} input features, got a tensor of shape "
                              f"{tuple(x.shape)}")  # fmt: skip
         work = _fused_dtype(x) if self.fused else None
-        weights = [layer.weight for layer in self.layers]
-        biases = [layer.bias for layer in self.layers]
+        weights, biases, relu_last, head = self.fused_args()
         if work is not None and len({p.dtype for p in (*weights, *biases)}) == 1:
-            # a width-1 last layer (DLRM's logit) runs on the head kernels, not as an N = 1 GEMM
-            head = weights[-1].shape[0] == 1 and MLP.heads
-            sgd = self._sgd_group if torch.is_grad_enabled() else None
-            lr, decay = (None, 0.0) if sgd is None else (sgd["lr"], sgd["weight_decay"])
-            return kernel_ops().mlp(x, weights, biases, self.relu_last, work == _BF16, head, lr,
-                                    decay)  # fmt: skip
+            return kernel_ops().mlp(x, weights, biases, relu_last, work == _BF16, head,
+                                    *self.sgd_args())  # fmt: skip
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)

@@ -17,7 +17,8 @@ dot interaction on their fused paths (fp32 parameters on the CPU); grad mode on,
 no forward or backward hook on any of the modules it would skip. The structure (module types,
 one table-batched module, feature order, fp32 CPU parameters) is decided once, after torchrec's
 first forwards set the collection up; the switches (the modules' `fused` flags, `MLP.heads`, the
-MLPs' SGD group, grad mode, autocast, hooks, the batch's tensors) at every call. Where it
+kernels' SIMD path, the MLPs' SGD group, grad mode, autocast, hooks, the batch's tensors) at
+every call. Where it
 does not apply, the call returns None and the trainer runs the modules.
 """
 
@@ -49,7 +50,6 @@ class _Plan:
     dlrm: DLRM
     batched: nn.Module  # the table-batched module (torchrec's wrapper of fbgemm's)
     skipped: tuple[nn.Module, ...]  # the modules whose calls the fused call replaces
-    width_one: tuple[bool, bool]  # bottom / top MLP end in a width-1 layer (MLP.heads: a kernel)
     num_features: int
     width: int  # dense features
 
@@ -70,19 +70,11 @@ class FusedForwardLoss:
         if not plan or not _applies_now(plan, dense, sparse, labels):
             return None
         bottom, top = plan.dlrm.bottom_mlp, plan.dlrm.top_mlp
-        group = bottom._sgd_group
-        lr, decay = (None, 0.0) if group is None else (group["lr"], group["weight_decay"])
-        heads = plan.width_one[0] and MLP.heads, plan.width_one[1] and MLP.heads
         return kernel_ops().dlrm_forward_loss(
-            dense, labels, _mlp_args(bottom, heads[0]), _mlp_args(top, heads[1]), lr, decay,
+            dense, labels, bottom.fused_args(), top.fused_args(), *bottom.sgd_args(),
             plan.num_features, plan.dlrm.interaction.self_terms,
             tbe_kernels.node_args(plan.batched, sparse),
         )  # fmt: skip
-
-
-def _mlp_args(mlp: MLP, head: bool) -> tuple:
-    layers = mlp.layers
-    return [m.weight for m in layers], [m.bias for m in layers], mlp.relu_last, head
 
 
 def _plan_for(model: nn.Module) -> _Plan | bool | None:
@@ -104,7 +96,6 @@ def _plan_for(model: nn.Module) -> _Plan | bool | None:
         or collection._has_features_permute
         or list(collection._embedding_names) != dlrm.feature_names
         or type(interaction) is not DotInteraction
-        or not _simd_kernels()
         or not all(type(m) is MLP and _fp32_cpu(m) for m in (bottom, top))
     ):
         return False
@@ -115,7 +106,6 @@ def _plan_for(model: nn.Module) -> _Plan | bool | None:
         dlrm=dlrm,
         batched=collection._lookups[0]._emb_modules[0],
         skipped=skipped,
-        width_one=tuple(m.layers[-1].out_features == 1 for m in (bottom, top)),
         num_features=len(dlrm.feature_names),
         width=bottom.layers[0].in_features,
     )
@@ -136,6 +126,7 @@ def _applies_now(
         and bottom.fused
         and top.fused
         and dlrm.interaction.fused
+        and _simd_kernels()  # (the kernel path can be switched at run time)
         and bottom._sgd_group is top._sgd_group  # one lr for both (or no step in the backward)
         and not torch.is_autocast_enabled("cpu")
         and tbe_kernels.node_applies(plan.batched)

@@ -97,16 +97,10 @@ class Trainer:
         """LR for this step, forward, loss, backward (fused embedding update), dense step."""
         lr_factor = self.schedule.apply(self.lr_groups, self.step)
         self.optimizer.zero_grad()  # also hands the new lr to the fused embedding kernels
-        fused = (
-            self.settings.precision == "fp32"  # (the settings may change after the build)
-            and self.forward_loss
-            and self.forward_loss(batch.dense, batch.sparse, batch.labels)
-        )
-        if fused:
-            logits, loss = fused
-        else:
-            with self._autocast():
-                logits = self.model(batch.dense, batch.sparse)  # [B]
+        with self._autocast():  # under autocast the fused call declines (None): the modules run
+            fused = self.forward_loss and self.forward_loss(batch.dense, batch.sparse, batch.labels)
+            logits, loss = fused or (self.model(batch.dense, batch.sparse), None)  # [B]
+        if loss is None:
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         loss.backward()
         self.optimizer.step()
