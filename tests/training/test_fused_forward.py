@@ -15,6 +15,7 @@ from recsys import builders
 from recsys.config import TrainConfig
 from recsys.data.batch import Batch
 from recsys.models.mlp import MLP
+from recsys.training import tbe_kernels
 from recsys.training.tbe_kernels import recsys_embedding_kernels
 
 STEPS = 5
@@ -165,3 +166,20 @@ def test_bad_input_gets_the_modules_errors(tiny_dataset, dist_env, tmp_path, fus
     for name, value in before.items():  # nothing was updated (fbgemm's iteration count is
         if not name.startswith("iter"):  # counted before the lookup, as its forward does)
             assert torch.equal(value, after[name]), name
+
+
+def test_operator_rejects_mismatched_arguments(tiny_dataset, dist_env, tmp_path):
+    """The C++ entry itself names what does not fit (labels of another batch, a feature count
+    that does not split the pooled columns) before any operator runs."""
+    trainer = _trainer(tiny_dataset, dist_env, tmp_path)
+    batch = next(iter(trainer.train_loader))
+    for _ in range(WARM_UP + 1):  # the last one decides the plan
+        trainer.train_step(batch)
+    model, plan = trainer.model.module, trainer.forward_loss._plan
+    lookup = tbe_kernels.node_args(plan.batched, batch.sparse)
+    mlps = model.bottom_mlp.fused_args(), model.top_mlp.fused_args()
+    with pytest.raises(RuntimeError, match=r"labels \[B\] expected, got .*64.* and \[63\]"):
+        ops.dlrm_forward_loss(batch.dense, batch.labels[:63], *mlps, None, 0.0,
+                              plan.num_features, False, lookup)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"embedding columns do not split into 5 features"):
+        ops.dlrm_forward_loss(batch.dense, batch.labels, *mlps, None, 0.0, 5, False, lookup)
