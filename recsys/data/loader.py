@@ -148,13 +148,15 @@ class ParquetBatchLoader:
             skip = 0
             pending.append(block)
             have += len(block)
-            while have >= g:
+            if have >= g:
                 merged = RowBlock.concat(pending)
-                yield self._rank_batch(merged.slice(0, g))
-                rest = merged.slice(g, len(merged))
-                pending, have, remaining = [rest], len(rest), remaining - g
+                full = have // g
+                for k in range(full):
+                    yield self._rank_batch(merged, k * g, g)
+                rest = merged.slice(full * g, have)
+                pending, have, remaining = [rest], len(rest), remaining - full * g
         if have and not self.drop_last:
-            yield self._rank_batch(RowBlock.concat(pending))
+            yield self._rank_batch(RowBlock.concat(pending), 0, have)
 
     def _load(self, unit: _Unit, epoch: int, index: int) -> RowBlock:
         pf = self._files[unit.file]
@@ -167,20 +169,20 @@ class ParquetBatchLoader:
             )
         return block
 
-    def _rank_batch(self, block: RowBlock) -> Batch:
-        """This rank's share of a global batch: rows [r*B, (r+1)*B), or an even split if short."""
-        n = len(block)
+    def _rank_batch(self, block: RowBlock, start: int, n: int) -> Batch:
+        """This rank's share of the global batch in rows [start, start + n) of `block`: its
+        rows [r*B, (r+1)*B), or an even split if the batch is short."""
         if n == self.global_batch_size:
             lo = self.rank * self.batch_size
             hi = lo + self.batch_size
         else:
             bounds = np.linspace(0, n, self.world_size + 1).astype(np.int64)
             lo, hi = int(bounds[self.rank]), int(bounds[self.rank + 1])
-        return self._to_batch(block.slice(lo, hi))
+        return self._to_batch(block.slice(start + lo, start + hi))
 
     def _to_batch(self, block: RowBlock) -> Batch:
         n = len(block)
-        ids_t = torch.from_numpy(np.ascontiguousarray(block.ids.T))  # [F_single, n]
+        ids_t = torch.from_numpy(np.ascontiguousarray(block.ids))  # [F_single, n]
         if not block.multi:  # all single-hot: the KJT's values are the transposed ids as they are
             values = ids_t.view(-1)
             lengths = self._unit_lengths(ids_t.numel())
@@ -200,7 +202,7 @@ class ParquetBatchLoader:
             values, lengths = torch.cat(parts), torch.cat(part_lengths)
         kjt = KeyedJaggedTensor(keys=self.manifest.sparse_names, values=values, lengths=lengths)
         return Batch(
-            dense=torch.from_numpy(block.dense),
+            dense=torch.from_numpy(np.ascontiguousarray(block.dense.T)),  # [n, D]
             sparse=kjt,
             labels=torch.from_numpy(block.labels),
             true_ctr=None if block.true_ctr is None else torch.from_numpy(block.true_ctr),

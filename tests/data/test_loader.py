@@ -144,6 +144,19 @@ def test_id_outside_table_rejected_unless_hashed(tmp_path):
     assert batch.sparse["C1"].values().tolist() == [1, 2, 3, 9]
 
 
+def test_first_bad_row_is_named_whichever_feature_holds_it(tmp_path):
+    # ids are checked a feature at a time ([features, rows] blocks): the error still names the
+    # file's earliest bad row, here in the second feature, not the first feature's later one
+    cols = _good() | {"C1": pa.array([1, 2, 3, 10], pa.int64()),
+                      "C2": pa.array([4, -7, 5, 6], pa.int64())}  # fmt: skip
+    m = _write(tmp_path, cols, sparse=(("C1", 10), ("C2", 10)))
+    with pytest.raises(DatasetError, match=r"row 1: id -7 in column 'C2' is outside"):
+        list(ParquetBatchLoader(tmp_path, m, "train", 4))
+    batch = next(iter(ParquetBatchLoader(tmp_path, m, "train", 4, hash_ids=True)))
+    assert batch.sparse["C1"].values().tolist() == [1, 2, 3, 0]
+    assert batch.sparse["C2"].values().tolist() == [4, 3, 5, 6]
+
+
 def test_missing_column_names_it(tmp_path):
     m = _write(tmp_path, _good())
     pq.write_table(pa.table({k: v for k, v in _good().items() if k != "I1"}),
