@@ -337,8 +337,9 @@ def _rows(
     """Median samples/s per variant and the median over rounds of its ratio to the reference
     runs just before and after it."""
     rows = []
-    print(f"\nbatch {batch}: median over {len(rates[REFERENCE]) // max(1, len(brackets))} "
-          "interleaved rounds, each variant between two reference runs")  # fmt: skip
+    rounds = len(next(iter(brackets.values()))) if brackets else len(rates[REFERENCE])
+    print(f"\nbatch {batch}: median over {rounds} interleaved rounds, each variant between two "
+          "reference runs")  # fmt: skip
     for name, rs in rates.items():
         refs = brackets.get(name, rs)
         ratio = statistics.median(r / q for r, q in zip(rs, refs, strict=True))
