@@ -82,6 +82,7 @@ class ParquetBatchLoader:
         self.rows = total if max_rows is None else min(total, max_rows)
         self.epoch, self.batch = 0, 0
         self._ones: torch.Tensor | None = None
+        self._range: torch.Tensor | None = None  # 0, 1, ..., len(_ones): their offsets
 
     def _scan(self, files: list[str]) -> list[_Unit]:
         units = []
@@ -183,9 +184,9 @@ class ParquetBatchLoader:
     def _to_batch(self, block: RowBlock) -> Batch:
         n = len(block)
         ids_t = torch.from_numpy(np.ascontiguousarray(block.ids))  # [F_single, n]
-        if not block.multi:  # all single-hot: the KJT's values are the transposed ids as they are
+        if not block.multi:  # all single-hot: the KJT's values are the ids as they are
             values = ids_t.view(-1)
-            lengths = self._unit_lengths(ids_t.numel())
+            lengths, offsets = self._unit_bags(ids_t.numel())
         else:
             single, multi = iter(ids_t), iter(block.multi)
             parts, part_lengths = [], []
@@ -198,9 +199,15 @@ class ParquetBatchLoader:
                     parts.append(torch.from_numpy(flat))
                 else:
                     parts.append(next(single))
-                    part_lengths.append(self._unit_lengths(n))
+                    part_lengths.append(self._unit_bags(n)[0])
             values, lengths = torch.cat(parts), torch.cat(part_lengths)
-        kjt = KeyedJaggedTensor(keys=self.manifest.sparse_names, values=values, lengths=lengths)
+            offsets = torch.zeros(lengths.numel() + 1, dtype=lengths.dtype)
+            torch.cumsum(lengths, 0, out=offsets[1:])
+        # offsets given here, in the prefetch thread: the lookup needs them, and torchrec would
+        # otherwise compute them from the lengths in the training step (~15 us per step)
+        kjt = KeyedJaggedTensor(
+            keys=self.manifest.sparse_names, values=values, lengths=lengths, offsets=offsets
+        )
         return Batch(
             dense=torch.from_numpy(np.ascontiguousarray(block.dense.T)),  # [n, D]
             sparse=kjt,
@@ -208,11 +215,13 @@ class ParquetBatchLoader:
             true_ctr=None if block.true_ctr is None else torch.from_numpy(block.true_ctr),
         )
 
-    def _unit_lengths(self, n: int) -> torch.Tensor:
-        """n int32 ones (one-id bags), copied from a cached run of ones."""
+    def _unit_bags(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lengths and offsets of n one-id bags (int32 ones, 0..n), copied from cached runs."""
         if self._ones is None or self._ones.numel() < n:
             self._ones = torch.ones(n, dtype=torch.int32)
-        return self._ones[:n].clone()  # its own tensor: a consumer may change it in place
+            self._range = torch.arange(n + 1, dtype=torch.int32)
+        # their own tensors: a consumer may change them in place
+        return self._ones[:n].clone(), self._range[: n + 1].clone()
 
 
 _DONE = object()

@@ -42,6 +42,8 @@ def test_batch_contents_match_parquet(tiny_dataset):
     assert kjt.keys() == m.sparse_names
     lengths = kjt.lengths()
     assert lengths.dtype == torch.int32 and lengths.tolist() == [1] * lengths.numel()
+    assert kjt.offsets().dtype == torch.int32
+    assert kjt.offsets().tolist() == list(range(lengths.numel() + 1))
     for name in m.sparse_names:  # feature-major values: every feature's ids in row order
         np.testing.assert_array_equal(kjt[name].values().numpy(), table[name].to_numpy()[:64])
     np.testing.assert_array_equal(batch.true_ctr.numpy(), table["ctr_true"].to_numpy()[:64])
@@ -194,6 +196,9 @@ def test_multi_hot_lists_become_jagged(tmp_path):
     assert jt.lengths().tolist() == [2, 0, 1, 3]
     assert jt.values().tolist() == [1, 2, 3, 4, 5, 6]
     assert batch.sparse.lengths().dtype == torch.int32
+    # the offsets the loader hands over (the lookup reads them) are the lengths' running sum
+    assert batch.sparse.offsets().tolist() == [0, 1, 2, 3, 4, 6, 6, 7, 10, 11, 12, 13, 14]
+    assert batch.sparse.offsets().dtype == torch.int32
     for name in ("C2", "C3"):  # single-hot features before and after it
         assert batch.sparse[name].lengths().tolist() == [1, 1, 1, 1]
         assert batch.sparse[name].values().tolist() == cols[name].to_pylist()
