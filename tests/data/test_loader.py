@@ -42,6 +42,7 @@ def test_batch_contents_match_parquet(tiny_dataset):
     assert kjt.keys() == m.sparse_names
     lengths = kjt.lengths()
     assert lengths.dtype == torch.int32 and lengths.tolist() == [1] * lengths.numel()
+    assert kjt.offsets_or_none() is not None  # made by the loader, not later in the step
     assert kjt.offsets().dtype == torch.int32
     assert kjt.offsets().tolist() == list(range(lengths.numel() + 1))
     for name in m.sparse_names:  # feature-major values: every feature's ids in row order
@@ -197,6 +198,7 @@ def test_multi_hot_lists_become_jagged(tmp_path):
     assert jt.values().tolist() == [1, 2, 3, 4, 5, 6]
     assert batch.sparse.lengths().dtype == torch.int32
     # the offsets the loader hands over (the lookup reads them) are the lengths' running sum
+    assert batch.sparse.offsets_or_none() is not None
     assert batch.sparse.offsets().tolist() == [0, 1, 2, 3, 4, 6, 6, 7, 10, 11, 12, 13, 14]
     assert batch.sparse.offsets().dtype == torch.int32
     for name in ("C2", "C3"):  # single-hot features before and after it
