@@ -174,11 +174,14 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, env: DistEnv, config_yaml: st
     settings = LoopSettings(total, t.eval_every, t.log_every, t.checkpoint_every, t.precision)
     reporter = Reporter(run_dir, env.is_main, t.tensorboard, config_yaml)
     checkpoints = CheckpointManager(run_dir / "checkpoints", env, t.keep_checkpoints)
-    fused = t.fused_forward and env.world_size == 1 and env.device.type == "cpu"
+    fused = (  # its own check declines steps that change this (e.g. the precision) later
+        t.fused_forward and env.world_size == 1 and env.device.type == "cpu"
+        and t.precision == "fp32"
+    )  # fmt: skip
     trainer = Trainer(
         dmp, optimizer, [(dmp.fused_optimizer, cfg.optim.embedding.lr), (dense, d.lr)], schedule,
         train_loader, eval_loaders, checkpoints, reporter, env, settings,
-        forward_loss=FusedForwardLoss(dmp) if fused and t.precision == "fp32" else None,
+        forward_loss=FusedForwardLoss(dmp) if fused else None,
     )  # fmt: skip
     resume_from = resolve_resume(t.resume, checkpoints)
     if resume_from is not None:

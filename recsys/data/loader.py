@@ -199,7 +199,7 @@ class ParquetBatchLoader:
                     parts.append(torch.from_numpy(flat))
                 else:
                     parts.append(next(single))
-                    part_lengths.append(self._unit_bags(n)[0])
+                    part_lengths.append(torch.ones(n, dtype=torch.int32))
             values, lengths = torch.cat(parts), torch.cat(part_lengths)
             offsets = torch.zeros(lengths.numel() + 1, dtype=lengths.dtype)
             torch.cumsum(lengths, 0, out=offsets[1:])
