@@ -25,11 +25,13 @@ SOURCES = [
     "tbe_common.cpp",
     "tbe_backward.cpp",
     "tbe_lookup.cpp",
+    "tbe_forward.cpp",
     "mlp_ops.cpp",
     "mlp_scalar.cpp",
     "mlp_avx512.cpp",
     "mlp_stack.cpp",
     "dlrm_forward.cpp",
+    "loss.cpp",
     "mkl_bf16.cpp",
     "fpenv.cpp",
 ]

@@ -26,8 +26,9 @@ at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biase
 at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
                      std::optional<at::ScalarType> out_dtype);
 
-// A CPU table-batched embedding lookup (tbe_lookup.cpp): fbgemm's forward kernel on checked
-// ids; backward our fused SGD / row-wise Adagrad update of the tables, no gradients returned.
+// A CPU table-batched embedding lookup (tbe_lookup.cpp): our forward (fbgemm's result, bit for
+// bit) on checked ids; backward our fused SGD / row-wise Adagrad update of the tables, no
+// gradients returned.
 at::Tensor tbe_lookup(const at::Tensor& placeholder, const at::Tensor& weights,
                       const at::Tensor& weights_offsets, const at::Tensor& D_offsets,
                       int64_t total_D, const at::Tensor& hash_size_cumsum,
@@ -35,8 +36,12 @@ at::Tensor tbe_lookup(const at::Tensor& placeholder, const at::Tensor& weights,
                       const at::Tensor& momentum_host, const at::Tensor& momentum_offsets,
                       const at::Tensor& learning_rate, double eps);
 
+// The mean binary cross-entropy of float32 logits [B] against labels [B] (loss.cpp), ATen's
+// formula; backward d loss / d logits, saved by the forward.
+at::Tensor bce_with_logits(const at::Tensor& logits, const at::Tensor& labels);
+
 // A DLRM training forward and its loss (dlrm_forward.cpp): mlp, tbe_lookup, dot_pairs, mlp and
-// binary_cross_entropy_with_logits chained as the model's modules chain them -> (logits, loss).
+// bce_with_logits chained as the model's modules chain them -> (logits, loss).
 std::tuple<at::Tensor, at::Tensor> dlrm_forward_loss(
     const at::Tensor& dense, const at::Tensor& labels, at::TensorList bottom_weights,
     at::TensorList bottom_biases, bool bottom_relu_last, bool bottom_head,

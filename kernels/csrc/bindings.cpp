@@ -40,6 +40,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "torch.ops.recsys_kernels.mlp, called directly (all arguments given)");
   m.def("dot_pairs", &recsys_kernels::dot_pairs, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.dot_pairs, called directly (all arguments given)");
+  m.def("bce_with_logits", &recsys_kernels::bce_with_logits,
+        py::call_guard<py::gil_scoped_release>(),
+        "torch.ops.recsys_kernels.bce_with_logits, called directly (all arguments given)");
   m.def("tbe_lookup", &recsys_kernels::tbe_lookup, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.tbe_lookup, called directly (all arguments given)");
   m.def(

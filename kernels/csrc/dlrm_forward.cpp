@@ -1,7 +1,8 @@
 // A DLRM training forward and its loss in one call from Python (recsys.training.fused_forward):
 // bottom MLP, table-batched lookup, dot interaction, top MLP, then the mean binary cross-entropy
-// with logits, each by the operator the model's modules would call (mlp, tbe_lookup, dot_pairs:
-// their autograd nodes are built in C++), chained here instead of through six module calls.
+// with logits, each by the operator the model's modules and the trainer would call (mlp,
+// tbe_lookup, dot_pairs, bce_with_logits: their autograd nodes are built in C++), chained here
+// instead of through six module calls and the loss call.
 //
 // Why: in a batch-128 step on the 2-core box the Python between those operators (module calls,
 // the sharded collection's feature splits and KeyedTensor, the interaction's checks, the loss
@@ -48,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor> dlrm_forward_loss(
   const at::Tensor logits = mlp(top_in, top_weights, top_biases, top_relu_last, /*bf16=*/false,
                                 top_head, sgd_lr, sgd_weight_decay)
                                 .squeeze(-1);
-  return {logits, at::binary_cross_entropy_with_logits(logits, labels)};
+  return {logits, bce_with_logits(logits, labels)};
 }
 
 }  // namespace recsys_kernels

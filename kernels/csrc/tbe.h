@@ -47,12 +47,19 @@ std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
 // before a kernel writes any row: bad input stops with an error naming the feature, bag
 // and position, and changes nothing.
 void check_ids(const char* op, const TbeInputs& in);
+// The same for one table (its feature's offsets and ids).
+void check_table_ids(const char* op, const TbeInputs& in, const TbeTable& table);
 
 // fn(table) for every table, on torch's intra-op threads: each thread takes the next table from
 // a shared counter, largest tables first (a 10M-row table misses the cache on every row, a
 // 100-row one never, so a fixed split of the list would leave a thread idle).
 void for_each_table(const std::vector<TbeTable>& tables,
                     const std::function<void(const TbeTable&)>& fn);
+
+// The pooled rows [B, total_D] (float32) of unweighted inputs: fbgemm's CPU forward, bit for bit
+// (tbe_forward.cpp). Each table's ids are checked (check_table_ids, errors naming `op`) before
+// any of its rows is read.
+at::Tensor tbe_checked_forward(const char* op, const TbeInputs& in);
 
 enum class TbeUpdate { kSgd, kRowwiseAdagrad };
 

@@ -66,26 +66,33 @@ std::optional<TbeInputs> tbe_inputs(const char* op, const at::Tensor& weights,
   return in;
 }
 
+template <typename index_t>
+void check_table_ids_of(const char* op, const TbeInputs& in, const TbeTable& table) {
+  const int64_t* bags = in.offsets.data_ptr<int64_t>() + table.feature * in.batch;
+  const index_t* indices = in.indices.data_ptr<index_t>();
+  for (int64_t b = 0; b < in.batch; ++b) {
+    TORCH_CHECK(bags[b] <= bags[b + 1], op, ": offsets of feature ", table.feature,
+                " decrease at bag ", b, " (", bags[b], " then ", bags[b + 1], ")");
+    for (int64_t p = bags[b]; p < bags[b + 1]; ++p) {
+      const int64_t row = indices[p];
+      TORCH_CHECK(row >= 0 && row < table.hash_size, op, ": feature ", table.feature, ", bag ",
+                  b, ", position ", p, ": id ", row, " is outside its table of ",
+                  table.hash_size, " rows");
+    }
+  }
+}
+
+void check_table_ids(const char* op, const TbeInputs& in, const TbeTable& table) {
+  if (in.indices.scalar_type() == at::kInt) {
+    check_table_ids_of<int32_t>(op, in, table);
+  } else {
+    check_table_ids_of<int64_t>(op, in, table);
+  }
+}
+
 void check_ids(const char* op, const TbeInputs& in) {
-  const int64_t* offsets = in.offsets.data_ptr<int64_t>();
-  AT_DISPATCH_INDEX_TYPES(in.indices.scalar_type(), "recsys_kernels.check_ids", [&] {
-    const index_t* indices = in.indices.data_ptr<index_t>();
-    at::parallel_for(0, static_cast<int64_t>(in.tables.size()), 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const TbeTable& table = in.tables[t];
-        const int64_t* bags = offsets + table.feature * in.batch;
-        for (int64_t b = 0; b < in.batch; ++b) {
-          TORCH_CHECK(bags[b] <= bags[b + 1], op, ": offsets of feature ", table.feature,
-                      " decrease at bag ", b, " (", bags[b], " then ", bags[b + 1], ")");
-          for (int64_t p = bags[b]; p < bags[b + 1]; ++p) {
-            const int64_t row = indices[p];
-            TORCH_CHECK(row >= 0 && row < table.hash_size, op, ": feature ", table.feature,
-                        ", bag ", b, ", position ", p, ": id ", row,
-                        " is outside its table of ", table.hash_size, " rows");
-          }
-        }
-      }
-    });
+  at::parallel_for(0, static_cast<int64_t>(in.tables.size()), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) check_table_ids(op, in, in.tables[t]);
   });
 }
 

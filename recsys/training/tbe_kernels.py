@@ -19,10 +19,11 @@ changes what is supported.
 
 `lookup` goes further for the modules whose configuration those kernels fully cover (plain SGD
 or row-wise Adagrad, fp32 tables, one table per feature, unweighted, no reporting hooks): the
-whole lookup becomes one C++ autograd node (`recsys_kernels::tbe_lookup`: ids checked,
-fbgemm's CPU forward kernel, our fused update in the backward), skipping torchrec's and
-fbgemm's Python forward around the kernel (~250-300 us per step at batch 128 on 2 cores,
-against a ~50-90 us lookup: docs/kernels.md). Same buffers, kernels and numbers.
+whole lookup becomes one C++ autograd node (`recsys_kernels::tbe_lookup`: ids checked, our
+forward - fbgemm's CPU forward bit for bit, with the rows prefetched - and our fused update in
+the backward), skipping torchrec's and fbgemm's Python forward around the kernel (~250-300 us
+per step at batch 128 on 2 cores, against a ~50-90 us lookup: docs/kernels.md). Same buffers
+and numbers.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from recsys.data.batch import Batch
@@ -24,6 +23,7 @@ from recsys.data.loader import ParquetBatchLoader
 from recsys.distributed.env import DistEnv
 from recsys.errors import ConfigError
 from recsys.training.checkpoint import CheckpointManager
+from recsys.training.loss import bce_with_logits
 from recsys.training.metrics import PredictionAccumulator, auc
 from recsys.training.optim import LRSchedule
 from recsys.training.reporting import Reporter
@@ -101,7 +101,7 @@ class Trainer:
             fused = self.forward_loss and self.forward_loss(batch.dense, batch.sparse, batch.labels)
             logits, loss = fused or (self.model(batch.dense, batch.sparse), None)  # [B]
         if loss is None:
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+            loss = bce_with_logits(logits.float(), batch.labels)
         loss.backward()
         self.optimizer.step()
         self.lr = lr_factor * self.lr_groups[-1][1]

@@ -41,8 +41,8 @@ def node(tbe, indices, offsets):
 @pytest.mark.parametrize("pooling", [PoolingMode.SUM, PoolingMode.MEAN], ids=["sum", "mean"])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
 def test_node_equals_module_forward_and_fused_update(opt, pooling, dtype):
-    """Bit for bit: the same fbgemm forward kernel and the same update kernel (ours), with the
-    lr changed between steps as a schedule does."""
+    """Bit for bit: our forward against fbgemm's forward kernel and the same update kernel
+    (ours), with the lr changed between steps as a schedule does."""
     via_module, via_node = make_tbe(opt, pooling), make_tbe(opt, pooling)
     before = state(via_module)
     gen = torch.Generator().manual_seed(3)
@@ -60,6 +60,37 @@ def test_node_equals_module_forward_and_fused_update(opt, pooling, dtype):
     for x, y, z in zip(state(via_module), state(via_node), before, strict=True):
         assert torch.equal(x, y) and not torch.equal(y, z)
     assert via_node.weights_host.grad is None
+
+
+@pytest.mark.parametrize("pooling", [0, 1], ids=["sum", "mean"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_forward_equals_fbgemm_kernel_at_every_width(pooling, dtype):
+    """Our forward against fbgemm's CPU forward kernel, bit for bit: the widths with their own
+    code (4 ... 128), odd ones and one wider than the 512-column block, bags from empty to
+    longer than the prefetch distance, one-id bags."""
+    gen = torch.Generator().manual_seed(11)
+    dims, rows, batch = [4, 8, 16, 32, 64, 128, 3, 17, 600], [5, 300, 40, 7, 1000, 60, 9, 2, 30], 23
+    weights = torch.randn(sum(r * d for r, d in zip(rows, dims, strict=True)), generator=gen)
+    weights_offsets = torch.tensor([0] + [r * d for r, d in zip(rows, dims, strict=True)][:-1])
+    weights_offsets = weights_offsets.cumsum(0)
+    d_offsets = torch.tensor([0, *dims]).cumsum(0).to(torch.int32)
+    cumsum = torch.tensor([0, *rows]).cumsum(0)
+    lengths = torch.randint(0, 40, (len(dims) * batch,), generator=gen)
+    lengths[:batch] = 1  # a table of one-id bags
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    ids = torch.cat([torch.randint(0, rows[t], (int(lengths[t * batch : (t + 1) * batch].sum()),),
+                                   generator=gen) for t in range(len(dims))])  # fmt: skip
+    expected = torch.ops.fbgemm.split_embedding_codegen_forward_cpu(
+        weights, weights_offsets, d_offsets, int(d_offsets[-1]), cumsum, ids, offsets, pooling,
+        None, 0,
+    )  # fmt: skip
+    empty = torch.empty(0)
+    with torch.inference_mode():
+        got = ops.tbe_lookup(
+            torch.zeros(0), weights, weights_offsets, d_offsets, int(d_offsets[-1]), cumsum,
+            ids.to(dtype), offsets.to(dtype), pooling, empty, empty, torch.tensor(0.1), 1e-8,
+        )  # fmt: skip
+    assert torch.equal(got, expected)
 
 
 def test_inference_mode_forward_only():
