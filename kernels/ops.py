@@ -163,13 +163,15 @@ def dot_interaction(
     sparse: torch.Tensor,
     self_terms: bool = False,
     out_dtype: torch.dtype | None = None,
+    out_width: int = -1,
 ) -> torch.Tensor:
     """DLRM's dot interaction, fused: dense [B, D] and sparse [B, F, D] float32 (each vector
     contiguous) -> [B, D + P]: the dense vector, then dot(t_i, t_j) for i < j (i <= j with
     self terms) over t_0 = dense, t_f = sparse[:, f - 1], row-major (torchrec's order).
     Computed in fp32; `out_dtype=torch.bfloat16` rounds the output rows as `.to(bfloat16)`
-    would, without an fp32 [B, D + P] tensor in memory."""
-    return _ops.dot_interaction(dense, sparse, self_terms, out_dtype)
+    would, without an fp32 [B, D + P] tensor in memory. `out_width` > D + P: each row followed
+    by zeros up to that many columns (an error when narrower)."""
+    return _ops.dot_interaction(dense, sparse, self_terms, out_dtype, out_width)
 
 
 def dot_pairs(
@@ -177,13 +179,15 @@ def dot_pairs(
     sparse: torch.Tensor,
     self_terms: bool = False,
     out_dtype: torch.dtype | None = None,
+    out_width: int = -1,
 ) -> torch.Tensor:
     """`dot_interaction` as one autograd node built in C++ (its backward is
-    `dot_interaction_backward`, run by the autograd engine without Python). Plain tensors in
-    eager mode take the direct binding, the rest the operator."""
+    `dot_interaction_backward`, run by the autograd engine without Python; the padding
+    columns' gradient is dropped). Plain tensors in eager mode take the direct binding, the
+    rest the operator."""
     plain = type(dense) is _Tensor and type(sparse) is _Tensor
     op = _direct if plain and not _is_tracing() and not _is_compiling() else _ops
-    return op.dot_pairs(dense, sparse, self_terms, out_dtype)
+    return op.dot_pairs(dense, sparse, self_terms, out_dtype, out_width)
 
 
 def dot_interaction_backward(
@@ -414,15 +418,16 @@ def _fake_hugepage(t):
 
 
 @torch.library.register_fake("recsys_kernels::dot_interaction")
-def _fake_dot(dense, sparse, self_terms=False, out_dtype=None):
+def _fake_dot(dense, sparse, self_terms=False, out_dtype=None, out_width=-1):
     n = sparse.shape[1] + 1
     pairs = n * (n + 1) // 2 if self_terms else n * (n - 1) // 2
-    return dense.new_empty((dense.shape[0], dense.shape[1] + pairs), dtype=out_dtype)
+    width = max(dense.shape[1] + pairs, out_width)
+    return dense.new_empty((dense.shape[0], width), dtype=out_dtype)
 
 
 @torch.library.register_fake("recsys_kernels::dot_pairs")
-def _fake_dot_pairs(dense, sparse, self_terms=False, out_dtype=None):
-    return _fake_dot(dense, sparse, self_terms, out_dtype)
+def _fake_dot_pairs(dense, sparse, self_terms=False, out_dtype=None, out_width=-1):
+    return _fake_dot(dense, sparse, self_terms, out_dtype, out_width)
 
 
 @torch.library.register_fake("recsys_kernels::dot_interaction_backward")

@@ -57,6 +57,7 @@ def build_model(cfg: ModelConfig, manifest: DatasetManifest) -> DLRM:
         top_mlp=list(cfg.top_mlp),
         interaction=cfg.interaction,
         interaction_self=cfg.interaction_self,
+        interaction_pad=cfg.interaction_pad,
     )
 
 

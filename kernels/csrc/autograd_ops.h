@@ -21,10 +21,11 @@ at::Tensor mlp(const at::Tensor& x, at::TensorList weights, at::TensorList biase
                bool relu_last, bool bf16, bool head, std::optional<double> sgd_lr,
                double sgd_weight_decay);
 
-// The fused dot interaction (interaction_ops.cpp): dot_interaction's output; backward
-// dot_interaction_backward.
+// The fused dot interaction (interaction_ops.cpp): dot_interaction's output (rows padded with
+// zeros to out_width columns when out_width > D + P); backward dot_interaction_backward (the
+// padding's gradient dropped).
 at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
-                     std::optional<at::ScalarType> out_dtype);
+                     std::optional<at::ScalarType> out_dtype, int64_t out_width);
 
 // A CPU table-batched embedding lookup (tbe_lookup.cpp): our forward (fbgemm's result, bit for
 // bit) on checked ids; backward our fused SGD / row-wise Adagrad update of the tables, no

@@ -45,7 +45,10 @@ std::tuple<at::Tensor, at::Tensor> dlrm_forward_loss(
   TORCH_CHECK(pooled.size(0) == dense.size(0), kOp, ": the sparse features hold ",
               pooled.size(0), " samples, the dense features ", dense.size(0));
   const at::Tensor sparse = pooled.view({pooled.size(0), num_features, -1});
-  const at::Tensor top_in = dot_pairs(bottom, sparse, self_terms, std::nullopt);
+  TORCH_CHECK(!top_weights.empty() && top_weights[0].dim() == 2, kOp, ": no top MLP weights");
+  // the interaction's rows as wide as the top MLP's input (zero padding columns, if any)
+  const at::Tensor top_in =
+      dot_pairs(bottom, sparse, self_terms, std::nullopt, top_weights[0].size(1));
   const at::Tensor logits = mlp(top_in, top_weights, top_biases, top_relu_last, /*bf16=*/false,
                                 top_head, sgd_lr, sgd_weight_decay)
                                 .squeeze(-1);

@@ -6,6 +6,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 #include <tuple>
 
@@ -40,10 +42,17 @@ DotPairs check_inputs(const at::Tensor& dense, const at::Tensor& sparse, bool se
 // thread worthwhile from batch 64 on.
 constexpr int64_t kGrain = 32;
 
+// The output row: D + P values, then zeros up to out_width columns (out_width < 0: none).
+int64_t padded_width(int64_t width, int64_t out_width) {
+  TORCH_CHECK(out_width < 0 || out_width >= width, "recsys_kernels.dot_interaction: out_width ",
+              out_width, " is narrower than the interaction's ", width, " values");
+  return std::max(width, out_width);
+}
+
 }  // namespace
 
 at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
-                           std::optional<at::ScalarType> out_dtype) {
+                           std::optional<at::ScalarType> out_dtype, int64_t out_width) {
   // named for profilers also when called directly (by the C++ autograd node), not dispatched
   RECORD_FUNCTION("recsys_kernels::dot_interaction", std::vector<c10::IValue>());
   const DotPairs a = check_inputs(dense, sparse, self_terms);
@@ -51,13 +60,19 @@ at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bo
   const at::ScalarType dtype = out_dtype.value_or(at::kFloat);
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
               "recsys_kernels.dot_interaction: out_dtype must be float32 or bfloat16, got ", dtype);
-  auto out = at::empty({dense.size(0), width}, dense.options().dtype(dtype));
+  const int64_t row = padded_width(width, out_width);
+  auto out = at::empty({dense.size(0), row}, dense.options().dtype(dtype));
   const bool bf16 = dtype == at::kBFloat16;
   const DotOut o{bf16 ? nullptr : out.data_ptr<float>(),
-                 bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, width};
+                 bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, row};
   const auto forward = pick_dot_kernels().forward;
+  auto* bytes = static_cast<char*>(out.data_ptr());
+  const int64_t elem = out.element_size();
   at::parallel_for(0, dense.size(0), kGrain, [&](int64_t b0, int64_t b1) {
     forward(a, o, b0, b1);
+    for (int64_t b = b0; b < b1 && row > width; ++b) {  // the padding columns: zeros
+      std::memset(bytes + (b * row + width) * elem, 0, static_cast<size_t>((row - width) * elem));
+    }
   });
   return out;
 }
@@ -99,35 +114,39 @@ using torch::autograd::variable_list;
 struct DotPairsFunction : public torch::autograd::Function<DotPairsFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& dense,
                             const at::Tensor& sparse, bool self_terms,
-                            std::optional<at::ScalarType> out_dtype) {
+                            std::optional<at::ScalarType> out_dtype, int64_t out_width) {
     ctx->save_for_backward({dense, sparse});
     ctx->saved_data["self_terms"] = self_terms;
-    return dot_interaction(dense, sparse, self_terms, out_dtype);
+    at::Tensor out = dot_interaction(dense, sparse, self_terms, out_dtype, out_width);
+    ctx->saved_data["width"] = dense.size(1) + num_pairs(sparse.size(1) + 1, self_terms);
+    return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
-    auto [d_dense, d_sparse] = dot_interaction_backward(grad_outputs[0], saved[0], saved[1],
+    // the padding columns are constants: their gradient is dropped (a view, no copy)
+    const at::Tensor grad = grad_outputs[0].narrow(1, 0, ctx->saved_data["width"].toInt());
+    auto [d_dense, d_sparse] = dot_interaction_backward(grad, saved[0], saved[1],
                                                         ctx->saved_data["self_terms"].toBool());
-    return {d_dense, d_sparse, at::Tensor(), at::Tensor()};
+    return {d_dense, d_sparse, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor dot_pairs(const at::Tensor& dense, const at::Tensor& sparse, bool self_terms,
-                     std::optional<at::ScalarType> out_dtype) {
+                     std::optional<at::ScalarType> out_dtype, int64_t out_width) {
   const auto guard = autocast_off();
-  return DotPairsFunction::apply(dense, sparse, self_terms, out_dtype);
+  return DotPairsFunction::apply(dense, sparse, self_terms, out_dtype, out_width);
 }
 
 }  // namespace recsys_kernels
 
 TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
   m.def("dot_pairs(Tensor dense, Tensor sparse, bool self_terms=False, "
-        "ScalarType? out_dtype=None) -> Tensor");
+        "ScalarType? out_dtype=None, int out_width=-1) -> Tensor");
   m.def("dot_interaction(Tensor dense, Tensor sparse, bool self_terms=False, "
-        "ScalarType? out_dtype=None) -> Tensor");
+        "ScalarType? out_dtype=None, int out_width=-1) -> Tensor");
   m.def("dot_interaction_backward(Tensor grad, Tensor dense, Tensor sparse, "
         "bool self_terms=False) -> (Tensor, Tensor)");
 }

@@ -49,6 +49,7 @@ class DLRM(nn.Module):
         interaction: str = "dot",
         interaction_self: bool = False,
         embedding_device: torch.device | str = "meta",
+        interaction_pad: int = 1,
     ) -> None:
         super().__init__()
         dims = {t.embedding_dim for t in tables}
@@ -61,7 +62,9 @@ class DLRM(nn.Module):
             tables=tables, device=torch.device(embedding_device)
         )
         self.bottom_mlp = MLP(num_dense, [*bottom_mlp, dim])
-        self.interaction = make_interaction(interaction, len(self.feature_names), interaction_self)
+        self.interaction = make_interaction(
+            interaction, len(self.feature_names), interaction_self, interaction_pad
+        )
         top_in = self.interaction.output_dim(dim)
         self.top_mlp = MLP(top_in, [*top_mlp, 1], relu_last=False)
 

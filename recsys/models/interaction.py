@@ -68,10 +68,19 @@ class DotInteraction(nn.Module):
     The dot products are computed in fp32 whatever the autocast; under bf16 autocast the output
     is rounded to bf16 (what the top MLP's first layer would cast it to), by the fused kernel
     as it writes each row, so no fp32 [B, D + P] copy goes through memory either way.
+    `pad_to` > 1 pads each row with zero columns to a multiple of it (`model.interaction_pad`):
+    MKL runs the top MLP's products 1.1-1.2x faster on 368 columns than on Criteo's 367
+    (docs/benchmarks.md); the padding's weights in the top MLP get a zero gradient and never
+    change what the model computes.
     """
 
-    def __init__(self, num_sparse: int, self_terms: bool = False, fused: bool = True) -> None:
+    def __init__(
+        self, num_sparse: int, self_terms: bool = False, fused: bool = True, pad_to: int = 1
+    ) -> None:
         super().__init__()
+        if pad_to < 1:
+            raise ConfigError(f"model.interaction_pad must be at least 1, got {pad_to}")
+        self.pad_to = pad_to
         self.fused = fused  # the C++ kernel for fp32 CPU inputs (else the PyTorch formulation)
         n = num_sparse + 1
         rows, cols = torch.triu_indices(n, n, offset=0 if self_terms else 1)
@@ -88,7 +97,8 @@ class DotInteraction(nn.Module):
         self.register_buffer("diagonal", torch.arange(n) * (n + 1), persistent=False)
 
     def output_dim(self, dim: int) -> int:
-        return dim + int(self.pairs.numel())
+        """Columns of the output for embedding dim `dim`: D + P, padded to `pad_to`."""
+        return -(-(dim + int(self.pairs.numel())) // self.pad_to) * self.pad_to
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         # dense [B, D], sparse [B, F, D]
@@ -100,13 +110,15 @@ class DotInteraction(nn.Module):
                 and _simd_kernels()):  # fmt: skip
             # the fused C++ kernel, its autograd node built in C++ (autocast off inside)
             sparse = _vectors_contiguous(sparse.to(work))
-            return kernel_ops().dot_pairs(dense.to(work), sparse, self.self_terms, out_dtype)
+            width = self.output_dim(dense.shape[1])
+            return kernel_ops().dot_pairs(dense.to(work), sparse, self.self_terms, out_dtype, width)
         with autocast_off(device):  # see _GramPairs
             dense = dense.to(work)
             combined = torch.cat([dense.unsqueeze(1), sparse.to(work)], dim=1)  # [B, F+1, D]
             diagonal = self.diagonal if self.self_terms else None
             pairs = _GramPairs.apply(combined, self.pairs, self.source, diagonal)  # [B, P]
-            out = torch.cat([dense, pairs], dim=1)
+            padding = self.output_dim(dense.shape[1]) - dense.shape[1] - pairs.shape[1]
+            out = torch.cat([dense, pairs, pairs.new_zeros(pairs.shape[0], padding)], dim=1)
             return out if out_dtype is None else out.to(out_dtype)
 
 
@@ -133,9 +145,9 @@ class ConcatInteraction(nn.Module):
         return torch.cat([dense, sparse.flatten(1)], dim=1)  # [B, (F+1) * D]
 
 
-def make_interaction(kind: str, num_sparse: int, self_terms: bool) -> nn.Module:
+def make_interaction(kind: str, num_sparse: int, self_terms: bool, pad_to: int = 1) -> nn.Module:
     if kind == "dot":
-        return DotInteraction(num_sparse, self_terms)
+        return DotInteraction(num_sparse, self_terms, pad_to=pad_to)
     if kind == "concat":
         return ConcatInteraction(num_sparse)
     raise ConfigError(f"model.interaction must be 'dot' or 'concat', got {kind!r}")

@@ -107,3 +107,61 @@ def test_mixed_embedding_dims_rejected():
 def test_unknown_interaction_rejected():
     with pytest.raises(ValueError, match="model.interaction must be 'dot' or 'concat'"):
         _ours("cross")
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["kernel", "pytorch"])
+@pytest.mark.parametrize("self_terms", [False, True])
+def test_padded_interaction_is_the_plain_one_followed_by_zeros(fused, self_terms):
+    """`pad_to`: the same values, then zero columns up to a multiple of it; the gradient of the
+    inputs is the unpadded layer's (the padding is constant)."""
+    g = torch.Generator().manual_seed(5)
+    dense = torch.randn(9, 8, generator=g, requires_grad=True)
+    sparse = torch.randn(9, 4, 8, generator=g, requires_grad=True)
+    plain, padded = DotInteraction(4, self_terms, fused), DotInteraction(4, self_terms, fused, 16)
+    width = plain.output_dim(8)  # 8 + 10 (or + 15 with self terms)
+    assert padded.output_dim(8) == 32 and width in (18, 23)
+    out_plain, out_padded = plain(dense, sparse), padded(dense, sparse)
+    assert out_padded.shape == (9, 32)
+    assert torch.equal(out_padded[:, :width], out_plain)
+    assert torch.equal(out_padded[:, width:], torch.zeros(9, 32 - width))
+    weights = torch.randn(9, 32, generator=g)
+    grads_plain = torch.autograd.grad((out_plain * weights[:, :width]).sum(), (dense, sparse))
+    grads_padded = torch.autograd.grad((out_padded * weights).sum(), (dense, sparse))
+    for a, b in zip(grads_plain, grads_padded, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_padded_interaction_dlrm_equals_the_unpadded_one():
+    """The top MLP's extra input columns meet zeros: same logits for any weights there, and
+    their weights get a zero gradient."""
+    plain = _ours()
+    torch.manual_seed(0)
+    padded = DLRM(4, table_configs(NAMES, SIZES, DIM), [16], [32, 16], "dot", False, "cpu", 16)
+    width = plain.interaction.output_dim(DIM)  # 8 + C(4, 2) = 14
+    assert padded.top_mlp.layers[0].weight.shape == (32, 16)
+    with torch.no_grad():
+        for (name, a), (_, b) in zip(plain.named_parameters(), padded.named_parameters(),
+                                     strict=True):  # fmt: skip
+            if name == "top_mlp.layers.0.weight":
+                b[:, :width] = a
+                b[:, width:] = 7.0
+            else:
+                b.copy_(a)
+    dense, kjt = _inputs()
+    logits = padded(dense, kjt)
+    torch.testing.assert_close(logits, plain(dense, kjt), rtol=1e-6, atol=1e-6)
+    logits.sum().backward()
+    grad = padded.top_mlp.layers[0].weight.grad
+    assert torch.equal(grad[:, width:], torch.zeros(32, 16 - width))
+
+
+def test_kernel_refuses_a_width_narrower_than_its_values():
+    from kernels import ops
+
+    with pytest.raises(RuntimeError, match="out_width 5 is narrower than the interaction's 8"):
+        ops.dot_pairs(torch.randn(2, 5), torch.randn(2, 2, 5), False, None, 5)
+
+
+def test_interaction_pad_below_one_rejected():
+    with pytest.raises(ValueError, match="model.interaction_pad must be at least 1, got 0"):
+        DotInteraction(3, pad_to=0)
