@@ -70,7 +70,8 @@ at::Tensor dot_interaction(const at::Tensor& dense, const at::Tensor& sparse, bo
   const int64_t elem = out.element_size();
   at::parallel_for(0, dense.size(0), kGrain, [&](int64_t b0, int64_t b1) {
     forward(a, o, b0, b1);
-    for (int64_t b = b0; b < b1 && row > width; ++b) {  // the padding columns: zeros
+    if (row == width) return;
+    for (int64_t b = b0; b < b1; ++b) {  // the padding columns: zeros
       std::memset(bytes + (b * row + width) * elem, 0, static_cast<size_t>((row - width) * elem));
     }
   });
@@ -117,17 +118,16 @@ struct DotPairsFunction : public torch::autograd::Function<DotPairsFunction> {
                             std::optional<at::ScalarType> out_dtype, int64_t out_width) {
     ctx->save_for_backward({dense, sparse});
     ctx->saved_data["self_terms"] = self_terms;
-    at::Tensor out = dot_interaction(dense, sparse, self_terms, out_dtype, out_width);
-    ctx->saved_data["width"] = dense.size(1) + num_pairs(sparse.size(1) + 1, self_terms);
-    return out;
+    return dot_interaction(dense, sparse, self_terms, out_dtype, out_width);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
+    const bool self_terms = ctx->saved_data["self_terms"].toBool();
     // the padding columns are constants: their gradient is dropped (a view, no copy)
-    const at::Tensor grad = grad_outputs[0].narrow(1, 0, ctx->saved_data["width"].toInt());
-    auto [d_dense, d_sparse] = dot_interaction_backward(grad, saved[0], saved[1],
-                                                        ctx->saved_data["self_terms"].toBool());
+    const int64_t width = saved[0].size(1) + num_pairs(saved[1].size(1) + 1, self_terms);
+    auto [d_dense, d_sparse] = dot_interaction_backward(grad_outputs[0].narrow(1, 0, width),
+                                                        saved[0], saved[1], self_terms);
     return {d_dense, d_sparse, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

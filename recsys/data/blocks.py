@@ -121,20 +121,15 @@ class BlockReader:
     def _check_ids(self, ids: np.ndarray, path: str, first_row: int) -> np.ndarray:
         if self.hash_ids:  # numpy mod is non-negative for positive sizes
             return np.mod(ids, self._sizes[:, None], out=ids)
-        if not len(self.single) or not ids.shape[1]:
+        if not ids.size or ((ids.min(axis=1) >= 0).all() and (ids.max(axis=1) < self._sizes).all()):
             return ids
-        if (ids.min(axis=1) >= 0).all() and (ids.max(axis=1) < self._sizes).all():
-            return ids
-        bad = (ids < 0) | (ids >= self._sizes[:, None])
-        if bad.any():
-            i, f = _first_row_major(bad)
-            feat = self.single[f]
-            raise DatasetError(
-                f"{path}: row {first_row + i}: id {int(ids[f, i])} in column {feat.name!r} "
-                "is outside "
-                f"its table [0, {feat.num_embeddings}) (set model.hash_ids=true to hash ids)"
-            )
-        return ids
+        # a bad id somewhere: the mask that locates the file's earliest one, built only now
+        i, f = _first_row_major((ids < 0) | (ids >= self._sizes[:, None]))
+        feat = self.single[f]
+        raise DatasetError(
+            f"{path}: row {first_row + i}: id {int(ids[f, i])} in column {feat.name!r} is outside "
+            f"its table [0, {feat.num_embeddings}) (set model.hash_ids=true to hash ids)"
+        )
 
     def _check_multi(self, table: pa.Table, feat, path: str, first_row: int) -> pa.ListArray:
         arr = table.column(feat.name).combine_chunks().cast(pa.list_(pa.int64()))
