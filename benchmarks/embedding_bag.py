@@ -17,14 +17,16 @@ Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows;
 uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
 config run interleaved, round after round (the machine is shared), and the ratios are medians
 of per-round ratios; consecutive calls look up different id sets (no op finds the rows the op
-before it just read in cache). Reported: million ids/s, ns per id, GB/s of row bytes touched, ours /
-FBGEMM, and ours / the random-gather limit: `recsys_kernels::gather_probe`, a flat gather of
-the same cache lines per id over the same threads (no bags, no arithmetic), with the best of
-eight prefetch settings (4 look-ahead distances x L1/L2, chosen per config before its rounds),
-each timed call right after an untimed one of its own on a spare id set (the limit is the best
-the memory system gives). Every op reads the same table, on 2 MiB-aligned memory advised for
-transparent huge pages (`kernels.ops.to_hugepages`). Also measured: the index checks' cost
-(checks switched off).
+before it just read in cache), and each timed sample follows the same untimed lookup into
+another table (ATen's fp32 embedding_bag, 1M x 32, the sample's bag shape): every op starts from
+the same state, as a table's lookup follows another table's in a model. A timed sample is one
+call, or for calls of under 8192 ids (pooling 1) 16 calls on 16 id sets.
+Reported: million ids/s, ns per id, GB/s of row bytes touched, ours / FBGEMM, and ours / the
+random-gather limit: `recsys_kernels::gather_probe`, a flat gather of the same cache lines per
+id over the same threads (no bags, no arithmetic), with the best of eight prefetch settings (4
+look-ahead distances x L1/L2, chosen per config before its rounds). Every op reads the same
+table, on 2 MiB-aligned memory advised for transparent huge pages (`kernels.ops.to_hugepages`).
+Also measured: the index checks' cost (checks switched off).
 
     python -m benchmarks.embedding_bag                 # full grid, JSON in results/
     python -m benchmarks.embedding_bag --quick         # 100k rows, pooling 20/100, dims 16/128
@@ -39,6 +41,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
+import functools
 import itertools
 import json
 import statistics
@@ -61,6 +64,15 @@ from kernels import ops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 512
+CALL_IDS = 8192  # ids per timed sample at least (up to 16 calls)
+OTHER_ROWS = 1_000_000  # the table looked up before every timed sample
+
+
+@functools.cache
+def other_table() -> torch.Tensor:
+    """The fp32 table (1M x 32, 128 MB) looked up before every timed sample: the other tables
+    of a model, whose lookups come between two lookups of one table."""
+    return torch.randn(OTHER_ROWS, 32, generator=torch.Generator().manual_seed(0))
 
 
 def packed_table(rows: int, dim: int, fmt: str, seed: int) -> torch.Tensor:
@@ -105,37 +117,43 @@ def ids(rows: int, n: int, dist: str, seed: int) -> torch.Tensor:
 SWITCHED: dict[str, Callable[[bool], object]] = {
     "ours int8 unchecked": lambda on: ops.set_index_checks(not on),
 }
-# Cases whose timed call follows an untimed call of their own on a spare id set (one no op
-# reads in the rounds): the gather limit is the best the memory system gives, so it is timed
-# with its code, TLB entries and prefetch stream warm, not behind whichever op ran before it.
-PRIMED = ("gather limit int8",)
 
 
 def interleaved(cases: dict[str, Callable[[torch.Tensor], object]], reps: int,
-                id_sets: list[torch.Tensor],
-                spare: torch.Tensor | None = None) -> dict[str, list[float]]:  # fmt: skip
-    """Seconds per call of each case, round after round (rotating order), so that load from
-    other processes hits every op alike; ratios are then taken within a round.
+                id_sets: list[torch.Tensor], before: Callable[[], object] | None = None,
+                calls: int = 1) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds per sample of each case, round after round (rotating order), so that load from
+    other processes hits every op alike; ratios are then taken within a round. A sample is
+    `calls` consecutive calls, each on its own id set. With `before`, each sample follows an
+    untimed call of it, so that every op starts from the same state, not from whatever the op
+    before it in the rotation left (an op after one on its own table found much of that table
+    in L2, one after the fp32 op on a 10M-row table found its own evicted: the index checks'
+    cost read 1 % or 12 % by the order of the ops).
 
-    Consecutive calls never look up the same ids: call number `pos` of round `r` takes id set
-    (pos + r) mod K. Otherwise each op would find the rows the op before it just read still in
-    cache (this machine's L3 holds 300 MB), which flatters whichever op runs second."""
+    Consecutive calls never look up the same ids: call q of sample number `pos` of round `r`
+    takes id set ((pos + r) mod G) * calls + q, G = len(id_sets) // calls. Otherwise each op
+    would find the rows the op before it just read still in cache (this machine's L3 holds
+    300 MB), which flatters whichever op runs second."""
     names = list(cases)
+    groups = max(1, len(id_sets) // calls)
     for name in names:
         cases[name](id_sets[0])
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
         order = names[r % len(names) :] + names[: r % len(names)]
         for pos, name in enumerate(order):
-            ids_now = id_sets[(pos + r) % len(id_sets)]
+            g = (pos + r) % groups
+            sets = id_sets[g * calls : (g + 1) * calls]
             switch = SWITCHED.get(name)
-            if switch:  # a setting flipped for this case only, outside the timed call
+            if switch:  # a setting flipped for this case only, outside the timed sample
                 switch(True)
-            if name in PRIMED and spare is not None:
-                cases[name](spare)
+            if before is not None:
+                before()
+            op = cases[name]
             t0 = time.perf_counter()
-            cases[name](ids_now)
-            times[name].append(time.perf_counter() - t0)
+            for ids_now in sets:
+                op(ids_now)
+            times[name].append((time.perf_counter() - t0) / len(sets))
             if switch:
                 switch(False)
     return times
@@ -144,11 +162,12 @@ def interleaved(cases: dict[str, Callable[[torch.Tensor], object]], reps: int,
 PROBE_SETTINGS = [(d, level) for d in (8, 16, 32, 64) for level in ("L1", "L2")]
 
 
-def fastest_gather(table: torch.Tensor, id_sets: list[torch.Tensor], reps: int = 7):
+def fastest_gather(table: torch.Tensor, id_sets: list[torch.Tensor], calls: int = 1,
+                   before: Callable[[], object] | None = None, reps: int = 7):  # fmt: skip
     """The prefetch setting (distance, level) under which the flat gather of these ids runs
     fastest: the random-gather limit is the best the memory system gives, not one setting's."""
     cases = {s: (lambda idx, s=s: ops.gather_probe(table, idx, *s)) for s in PROBE_SETTINGS}
-    times = interleaved(cases, reps, id_sets)
+    times = interleaved(cases, reps, id_sets, before, calls)
     return min(times, key=lambda s: statistics.median(times[s]))
 
 
@@ -189,11 +208,20 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         cases["fp32 embedding_bag"] = lambda idx: F.embedding_bag(
             idx, f32, off, include_last_offset=True
         )
-    id_sets = [ids(rows, n, dist, seed=dim * 1000 + pool * 10 + k) for k in range(len(cases) + 1)]
-    spare = id_sets.pop()
-    probe = fastest_gather(t8, id_sets)
+    # Calls of fewer than CALL_IDS ids (one id per bag: 10-30 us each) are timed in samples of
+    # several calls, each on its own id set: single calls that short read +-15 % from sample to
+    # sample on this VM.
+    calls = min(16, -(-CALL_IDS // n))
+    id_sets = [ids(rows, n, dist, seed=dim * 1000 + pool * 10 + k)
+               for k in range((len(cases) + 1) * calls)]  # fmt: skip
+    spare, other = id_sets.pop() % OTHER_ROWS, other_table()
+
+    def before() -> None:  # another table's lookup
+        F.embedding_bag(spare, other, off, include_last_offset=True)
+
+    probe = fastest_gather(t8, id_sets, calls, before)
     try:
-        times = interleaved(cases, reps, id_sets, spare)
+        times = interleaved(cases, reps, id_sets, before, calls)
     finally:
         ops.set_index_checks(True)
     out = []

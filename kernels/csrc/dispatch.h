@@ -2,6 +2,7 @@
 // operators share: prefetch distance, index checks, work split over threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -43,10 +44,20 @@ int prefetch_distance();
 int64_t set_prefetch_distance(int64_t rows);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
-// thread (waking a second costs more than it saves) and large ones split evenly.
-inline int64_t bag_grain(int64_t n_idx, int64_t n_bags) {
+// thread (waking a second costs more than it saves) and large ones split evenly. A call with
+// fewer tasks than threads that still moves >= 64 KiB (row reads plus output writes: one-id bags
+// of wide rows) is split so every thread gets a task: measured at batch 512, one id per bag, 2
+// threads, int8 10M x 128: 0.68 -> 1.11-1.13x FBGEMM's op (docs/benchmarks.md).
+inline int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables,
+                         int64_t bytes, int threads) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
-  return avg > 0 ? (1024 + avg - 1) / avg : 1024;
+  int64_t grain = std::min(batch, avg > 0 ? (1024 + avg - 1) / avg : int64_t{1024});
+  const int64_t tasks = n_tables * ((batch + grain - 1) / grain);
+  if (threads > 1 && tasks < threads && bytes >= (int64_t{64} << 10)) {
+    const int64_t runs = (threads + n_tables - 1) / n_tables;  // per table
+    grain = std::max<int64_t>(1, (batch + runs - 1) / runs);
+  }
+  return grain;
 }
 
 }  // namespace recsys_kernels

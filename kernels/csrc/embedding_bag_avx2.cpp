@@ -30,7 +30,6 @@ inline VF vset1(float x) { return _mm256_set1_ps(x); }
 inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
 inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
-inline float rk_half(uint16_t h) { return _cvtsh_ss(h); }
 
 struct Tail {
   __m256i lanes;  // valid columns of the last vector
@@ -89,6 +88,21 @@ inline void interleave(VF even, VF odd, VF& lo, VF& hi) {
   const VF a = _mm256_unpacklo_ps(even, odd), b = _mm256_unpackhi_ps(even, odd);
   lo = _mm256_permute2f128_ps(a, b, 0x20);
   hi = _mm256_permute2f128_ps(a, b, 0x31);
+}
+
+// int4 rows of one vector (dim <= 8): the <= 4 code bytes read into both halves of an 8-byte
+// vector (a broadcast load; 4 bytes from the codes stay inside the row), widened, lanes 4-7
+// shifted right by 4: even columns in lanes 0-3, odd ones in 4-7; `interleave_halves` restores
+// column order once per bag.
+inline VF load_int4_halves(const uint8_t* p, const Tail&) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i codes = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_set1_epi32(word)), shift);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(codes, _mm256_set1_epi32(0x0f)));
+}
+inline VF interleave_halves(VF v) {
+  return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }

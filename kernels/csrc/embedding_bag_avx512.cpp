@@ -30,18 +30,19 @@ inline VF vset1(float x) { return _mm512_set1_ps(x); }
 inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
 inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
-inline float rk_half(uint16_t h) { return _cvtsh_ss(h); }
 
 struct Tail {
   __mmask16 lanes;  // valid columns of the last vector
   __mmask16 bytes8;  // their int8 code bytes
   __mmask16 bytes4;  // their int4 code bytes
   __mmask16 pair4;   // int4 code bytes of the last two vectors (a full one, then `lanes`)
+  bool whole8;       // a one-vector int4 row may read 8 bytes from its codes (>= 4 code bytes,
+                     // then the 4-byte trailer: still inside the row)
 };
 
 inline Tail make_tail(int last) {
   const auto m = [](int n) { return static_cast<__mmask16>((1u << n) - 1u); };
-  return {m(last), m(last), m((last + 1) / 2), m(8 + (last + 1) / 2)};
+  return {m(last), m(last), m((last + 1) / 2), m(8 + (last + 1) / 2), last >= 7};
 }
 
 inline VF u8_to_ps(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
@@ -91,6 +92,23 @@ inline void interleave(VF even, VF odd, VF& lo, VF& hi) {
                                         15, 31);
   lo = _mm512_permutex2var_ps(even, ilo, odd);
   hi = _mm512_permutex2var_ps(even, ihi, odd);
+}
+
+// int4 rows of one vector (dim <= 16): the <= 8 code bytes read into both halves of a 16-byte
+// vector (a broadcast load), widened to 32 bits, lanes 8-15 shifted right by 4: the even columns
+// in lanes 0-7, the odd ones in lanes 8-15, with no byte shuffle per row; `interleave_halves`
+// restores column order once per bag.
+inline VF load_int4_halves(const uint8_t* p, const Tail& t) {
+  const __m128i twice =
+      t.whole8 ? _mm_castpd_si128(_mm_loaddup_pd(reinterpret_cast<const double*>(p)))
+               : _mm_broadcastq_epi64(_mm_maskz_loadu_epi8(t.bytes4, p));
+  const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+  const __m512i codes = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(twice), shift);
+  return _mm512_cvtepi32_ps(_mm512_and_si512(codes, _mm512_set1_epi32(0x0f)));
+}
+inline VF interleave_halves(VF v) {
+  return _mm512_permutexvar_ps(
+      _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), v);
 }
 
 inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }

@@ -169,3 +169,33 @@ def test_bad_index_in_a_late_run_names_its_bag(isa):
     with pytest.raises(IndexError, match=rf"index 100 at position {position} \(bag {bag}\)"):
         ops.embedding_bag_int8(quant.quantize_int8(table), indices, offsets,
                                include_last_offset=True, table="t")  # fmt: skip
+
+
+@pytest.mark.parametrize("dim", [64, 130])
+def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
+    """512 one-id bags of wide rows move >= 64 KiB but make one task by id count: with 2 threads
+    the op splits them so each thread gets a run. Results equal FBGEMM's and the 1-thread ones,
+    and a bad id in the second thread's run is still named by its position and bag."""
+    table, indices, offsets = _case(3000, dim, [1] * 512, seed=dim)
+    threads = torch.get_num_threads()
+    try:
+        for pack, op, ours in (
+            (torch.ops.quantized.embedding_bag_byte_prepack,
+             torch.ops.quantized.embedding_bag_byte_rowwise_offsets, ops.embedding_bag_int8),
+            (torch.ops.quantized.embedding_bag_4bit_prepack,
+             torch.ops.quantized.embedding_bag_4bit_rowwise_offsets, ops.embedding_bag_int4),
+        ):  # fmt: skip
+            packed = pack(table)
+            expected = op(packed, indices, offsets, False, 0, False, None, None, True)
+            torch.set_num_threads(1)
+            one = ours(packed, indices, offsets, include_last_offset=True)
+            torch.set_num_threads(2)
+            two = ours(packed, indices, offsets, include_last_offset=True)
+            assert torch.equal(one, two)
+            torch.testing.assert_close(two, expected, rtol=1e-5, atol=1e-5)
+            bad = indices.clone()
+            bad[400] = 3000
+            with pytest.raises(IndexError, match=r"index 3000 at position 400 \(bag 400\)"):
+                ours(packed, bad, offsets, include_last_offset=True)
+    finally:
+        torch.set_num_threads(threads)
