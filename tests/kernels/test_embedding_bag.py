@@ -280,3 +280,59 @@ def test_missing_extension_says_how_to_build_it(tmp_path):
                          env=env, capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0
     assert "recsys kernels are not built" in run.stderr and "make install" in run.stderr
+
+
+_GUARD_PAGE_SCRIPT = r"""
+import ctypes, mmap, sys
+import torch
+from kernels import ops, quant
+
+libc = ctypes.CDLL(None)
+PAGE = mmap.PAGESIZE
+keep = []
+
+
+def before_guard_page(packed):
+    # A copy of `packed` whose last byte is the last readable byte: the page after it is
+    # PROT_NONE, so a read past the last row's end kills the process.
+    n = packed.numel()
+    pages = -(-n // PAGE) + 1
+    m = mmap.mmap(-1, pages * PAGE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert libc.mprotect(ctypes.c_void_p(addr + (pages - 1) * PAGE), PAGE, 0) == 0
+    t = torch.frombuffer(m, dtype=torch.uint8, count=n, offset=(pages - 1) * PAGE - n)
+    keep.append(m)
+    return t.view(packed.shape).copy_(packed)
+
+
+g = torch.Generator().manual_seed(5)
+packers = {"int8": quant.quantize_int8, "int8_half": quant.quantize_int8_half,
+           "int4": quant.quantize_int4}
+checked = 0
+for path in sys.argv[1:]:
+    ops.set_isa(path)
+    for dim in list(range(1, 34)) + [130]:
+        table = torch.randn(37, dim, generator=g)
+        last = torch.full((64,), 36, dtype=torch.int64)
+        for fmt, pack in packers.items():
+            packed = pack(table)
+            guarded = before_guard_page(packed)
+            for offsets in (torch.arange(65), torch.arange(0, 65, 8)):  # one id, eight ids
+                got = ops.embedding_bag(guarded, last, offsets, format=fmt,
+                                        include_last_offset=True)
+                want = ops.embedding_bag(packed, last, offsets, format=fmt,
+                                         include_last_offset=True)
+                assert torch.equal(got, want), (path, dim, fmt)
+                checked += 1
+print(checked)
+"""
+
+
+def test_last_row_before_an_unreadable_page_is_read_in_bounds():
+    """Every format, dims 1-33 and 130, every path: the table's last row ends on the last byte
+    before a PROT_NONE page, and lookups of it (one-id bags and bags of eight) must not read
+    past it: a read there would kill the child process instead of printing the count."""
+    out = subprocess.run([sys.executable, "-c", _GUARD_PAGE_SCRIPT, *PATHS], cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) == len(PATHS) * 34 * 3 * 2
