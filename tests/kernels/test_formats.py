@@ -137,6 +137,15 @@ def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
         ops.gather_probe(table, torch.tensor([0]), prefetch_distance=-1)
 
 
+# (FBGEMM's prepack, FBGEMM's lookup, ours) for its byte and 4-bit formats.
+_FBGEMM_PAIRS = (
+    (torch.ops.quantized.embedding_bag_byte_prepack,
+     torch.ops.quantized.embedding_bag_byte_rowwise_offsets, ops.embedding_bag_int8),
+    (torch.ops.quantized.embedding_bag_4bit_prepack,
+     torch.ops.quantized.embedding_bag_4bit_rowwise_offsets, ops.embedding_bag_int4),
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("dim", [16, 64])
 def test_many_small_bags_split_into_runs_match_fbgemm(dim, isa):
     """3,000 bags of 0-2 ids: the op cuts them into several runs (one kernel call each) spread
@@ -146,12 +155,7 @@ def test_many_small_bags_split_into_runs_match_fbgemm(dim, isa):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        for pack, op, ours in (
-            (torch.ops.quantized.embedding_bag_byte_prepack,
-             torch.ops.quantized.embedding_bag_byte_rowwise_offsets, ops.embedding_bag_int8),
-            (torch.ops.quantized.embedding_bag_4bit_prepack,
-             torch.ops.quantized.embedding_bag_4bit_rowwise_offsets, ops.embedding_bag_int4),
-        ):  # fmt: skip
+        for pack, op, ours in _FBGEMM_PAIRS:
             packed = pack(table)
             expected = op(packed, indices, offsets, False, 0, False, None, None, True)
             got = ours(packed, indices, offsets, include_last_offset=True)
@@ -179,12 +183,7 @@ def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
     table, indices, offsets = _case(3000, dim, [1] * 512, seed=dim)
     threads = torch.get_num_threads()
     try:
-        for pack, op, ours in (
-            (torch.ops.quantized.embedding_bag_byte_prepack,
-             torch.ops.quantized.embedding_bag_byte_rowwise_offsets, ops.embedding_bag_int8),
-            (torch.ops.quantized.embedding_bag_4bit_prepack,
-             torch.ops.quantized.embedding_bag_4bit_rowwise_offsets, ops.embedding_bag_int4),
-        ):  # fmt: skip
+        for pack, op, ours in _FBGEMM_PAIRS:
             packed = pack(table)
             expected = op(packed, indices, offsets, False, 0, False, None, None, True)
             torch.set_num_threads(1)
