@@ -24,9 +24,11 @@ call, or for calls of under 8192 ids (pooling 1) 16 calls on 16 id sets.
 Reported: million ids/s, ns per id, GB/s of row bytes touched, ours / FBGEMM, and ours / the
 random-gather limit: `recsys_kernels::gather_probe`, a flat gather of the same cache lines per
 id over the same threads (no bags, no arithmetic), with the best of eight prefetch settings (4
-look-ahead distances x L1/L2, chosen per config before its rounds). Every op reads the same
-table, on 2 MiB-aligned memory advised for transparent huge pages (`kernels.ops.to_hugepages`).
-Also measured: the index checks' cost (checks switched off).
+look-ahead distances x L1/L2, chosen per config before its rounds); and the gather+write
+limit, at pooling 1: the same gather that also writes the output row each id makes (4 x dim
+bytes, into a fresh buffer per call), most of a one-id lookup's memory traffic. Every op reads
+the same table, on 2 MiB-aligned memory advised for transparent huge pages
+(`kernels.ops.to_hugepages`). Also measured: the index checks' cost (checks switched off).
 
     python -m benchmarks.embedding_bag                 # full grid, JSON in results/
     python -m benchmarks.embedding_bag --quick         # 100k rows, pooling 20/100, dims 16/128
@@ -204,6 +206,8 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         "int8_half": th.shape[1],
         "fp32": 4 * dim,
     }
+    if pool == 1:  # one id per bag: the output rows are most of the memory traffic
+        cases["gather+write limit int8"] = lambda idx: ops.gather_probe(t8, idx, *probe, 4 * dim)
     if f32 is not None:
         cases["fp32 embedding_bag"] = lambda idx: F.embedding_bag(
             idx, f32, off, include_last_offset=True
@@ -232,12 +236,13 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
                "threads": threads, "mids_per_s": round(n / s / 1e6, 2),
                "ns_per_id": round(s / n * 1e9, 2),
                "gb_per_s": round(n * row_bytes[fmt] / s / 1e9, 2)}  # fmt: skip
-        if name.startswith("gather limit"):
+        if name.startswith("gather"):
             row["prefetch"] = {"distance": probe[0], "level": probe[1]}
         refs = (
             ("fbgemm", "vs_fbgemm"),
             ("fbgemm tbe", "vs_fbgemm_tbe"),
             ("gather limit", "vs_gather_limit"),
+            ("gather+write limit", "vs_gather_write_limit"),
         )
         for ref, key in refs:
             other = f"{ref} {fmt}"
@@ -270,12 +275,13 @@ def summarise(rows: list[dict]) -> dict:
         out[f"ours/{label} {fmt} worst"] = round(min(ratios), 3)
         out[f"ours/{label} {fmt} worst row"] = {k: worst[k] for k in _KEYS}
     big = [r for r in rows if r["op"] == "ours int8" and r["rows"] >= 10**6]
-    for pool in sorted({r["pool"] for r in big}):  # one id per bag is call- and store-bound
-        shares = [r["vs_gather_limit"] for r in big if r["pool"] == pool]
-        out[f"ours int8 / gather limit (10M rows, pooling {pool}) median"] = round(
-            statistics.median(shares), 3
-        )
-        out[f"ours int8 / gather limit (10M rows, pooling {pool}) worst"] = round(min(shares), 3)
+    for key, label in (("vs_gather_limit", "gather limit"),
+                       ("vs_gather_write_limit", "gather+write limit")):  # fmt: skip
+        for pool in sorted({r["pool"] for r in big if key in r}):
+            shares = [r[key] for r in big if r["pool"] == pool]
+            name = f"ours int8 / {label} (10M rows, pooling {pool})"
+            out[f"{name} median"] = round(statistics.median(shares), 3)
+            out[f"{name} worst"] = round(min(shares), 3)
     costs = [r["check_cost"] for r in rows if "check_cost" in r]
     out["index check cost (median)"] = round(statistics.median(costs), 4)
     return out

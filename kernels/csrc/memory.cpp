@@ -34,10 +34,12 @@ namespace {
 // A flat random gather: for each id (bags play no part), one byte of every cache line of its row
 // and its last byte, summed; the row `pd` ids ahead prefetched into L1 (`hint` 0) or L2 (1).
 // No arithmetic beyond the checksum, no per-bag work, no checks: ids are clamped into the
-// table (a branch-free min), so a bad id reads the last row instead of out of bounds.
+// table (a branch-free min), so a bad id reads the last row instead of out of bounds. With
+// `out_row_bytes` > 0, also writes that many bytes to `out` after every `ids_per_row`-th id: the
+// output rows a lookup with bags of that many ids writes.
 template <typename Index, int Hint>
 int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
-                    int64_t pd) {
+                    int64_t pd, uint8_t* out, int64_t out_row_bytes, int64_t ids_per_row) {
   std::atomic<int64_t> total{0};
   const auto last_row = static_cast<uint64_t>(rows - 1);
   const auto row_of = [&](int64_t i) {
@@ -47,6 +49,7 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
   const int64_t grain = std::max<int64_t>(1, (n + threads - 1) / threads);  // one task a thread
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     int64_t sum = 0;
+    int64_t row_end = (begin / ids_per_row + 1) * ids_per_row;  // id after the next output row
     for (int64_t i = begin; i < end; ++i) {
       if (pd > 0 && i + pd < end) {
         const char* p = reinterpret_cast<const char*>(row_of(i + pd));
@@ -57,6 +60,11 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
       const uint8_t* row = row_of(i);
       for (int64_t o = 0; o < rb; o += 64) sum += row[o];
       sum += row[rb - 1];
+      if (out_row_bytes > 0 && i + 1 == row_end) {
+        std::memset(out + (row_end / ids_per_row - 1) * out_row_bytes, static_cast<int>(sum),
+                    out_row_bytes);
+        row_end += ids_per_row;
+      }
     }
     total += sum;
   });
@@ -65,9 +73,12 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
 
 template <typename Index>
 int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
-                    int64_t pd, int64_t hint) {
-  return hint == 0 ? flat_gather<Index, 0>(table, rows, rb, idx, n, pd)
-                   : flat_gather<Index, 1>(table, rows, rb, idx, n, pd);
+                    int64_t pd, int64_t hint, uint8_t* out, int64_t out_row_bytes,
+                    int64_t ids_per_row) {
+  return hint == 0
+             ? flat_gather<Index, 0>(table, rows, rb, idx, n, pd, out, out_row_bytes, ids_per_row)
+             : flat_gather<Index, 1>(table, rows, rb, idx, n, pd, out, out_row_bytes,
+                                     ids_per_row);
 }
 
 }  // namespace
@@ -77,7 +88,8 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
 // look-ahead into L1 (`hint` 0) or L2 (1), spread evenly over torch's threads. Returns a
 // checksum so the reads cannot be optimised away.
 at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
-                        int64_t prefetch_distance, int64_t hint) {
+                        int64_t prefetch_distance, int64_t hint, int64_t out_row_bytes,
+                        int64_t ids_per_row) {
   TORCH_CHECK(table.dim() == 2 && table.is_contiguous() && table.size(0) >= 1 &&
                   table.size(1) >= 1 && indices.dim() == 1 && indices.is_contiguous() &&
                   (indices.scalar_type() == at::kInt || indices.scalar_type() == at::kLong),
@@ -86,13 +98,21 @@ at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
   TORCH_CHECK(prefetch_distance >= 0 && (hint == 0 || hint == 1),
               "recsys_kernels: gather_probe takes prefetch_distance >= 0 and hint 0 (L1) or 1 "
               "(L2)");
+  TORCH_CHECK(out_row_bytes >= 0 && ids_per_row >= 1,
+              "recsys_kernels: gather_probe takes out_row_bytes >= 0 and ids_per_row >= 1, got ",
+              out_row_bytes, " and ", ids_per_row);
   const auto* data = static_cast<const uint8_t*>(table.data_ptr());
   const int64_t rows = table.size(0), rb = table.size(1) * table.element_size();
   const int64_t n = indices.numel();
+  // A fresh output per call, as a lookup allocates one.
+  at::Tensor out = at::empty({out_row_bytes > 0 ? n / ids_per_row * out_row_bytes : 0}, at::kByte);
+  uint8_t* o = out.data_ptr<uint8_t>();
   const int64_t sum =
       indices.scalar_type() == at::kInt
-          ? flat_gather(data, rows, rb, indices.data_ptr<int32_t>(), n, prefetch_distance, hint)
-          : flat_gather(data, rows, rb, indices.data_ptr<int64_t>(), n, prefetch_distance, hint);
+          ? flat_gather(data, rows, rb, indices.data_ptr<int32_t>(), n, prefetch_distance, hint,
+                        o, out_row_bytes, ids_per_row)
+          : flat_gather(data, rows, rb, indices.data_ptr<int64_t>(), n, prefetch_distance, hint,
+                        o, out_row_bytes, ids_per_row);
   return at::scalar_tensor(sum, at::kLong);
 }
 

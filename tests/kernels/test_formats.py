@@ -126,6 +126,9 @@ def test_gather_probe_reads_each_line_of_the_rows(index_dtype, level):
     expected = int(rows[:, 0::64].sum() + rows[:, -1].sum())
     for distance in (0, 1, 16, 5000):
         assert ops.gather_probe(table, ids, distance, level) == expected
+    for out_row_bytes, ids_per_row in ((512, 1), (100, 7), (64, 2000)):  # writes change nothing
+        got = ops.gather_probe(table, ids, 16, level, out_row_bytes, ids_per_row)
+        assert got == expected
 
 
 def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
@@ -135,6 +138,8 @@ def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
         ops.gather_probe(table, torch.tensor([0]), level="L3")
     with pytest.raises(RuntimeError, match="prefetch_distance"):
         ops.gather_probe(table, torch.tensor([0]), prefetch_distance=-1)
+    with pytest.raises(RuntimeError, match="ids_per_row >= 1, got 64 and 0"):
+        ops.gather_probe(table, torch.tensor([0]), out_row_bytes=64, ids_per_row=0)
 
 
 # (FBGEMM's prepack, FBGEMM's lookup, ours) for its byte and 4-bit formats.
