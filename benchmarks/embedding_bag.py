@@ -135,7 +135,7 @@ def interleaved(cases: dict[str, Callable[[torch.Tensor], object]], reps: int,
     Consecutive calls never look up the same ids: call q of sample number `pos` of round `r`
     takes id set ((pos + r) mod G) * calls + q, G = len(id_sets) // calls. Otherwise each op
     would find the rows the op before it just read still in cache (this machine's L3 holds
-    300 MB), which flatters whichever op runs second."""
+    260 MB), which flatters whichever op runs second."""
     names = list(cases)
     groups = max(1, len(id_sets) // calls)
     for name in names:

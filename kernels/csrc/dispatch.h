@@ -47,7 +47,7 @@ int64_t set_prefetch_distance(int64_t rows);
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with
 // fewer tasks than threads that still moves >= 64 KiB (row reads plus output writes: one-id bags
 // of wide rows) is split so every thread gets a task: measured at batch 512, one id per bag, 2
-// threads, int8 10M x 128: 0.68 -> 1.11-1.13x FBGEMM's op (docs/benchmarks.md).
+// threads, int8 10M x 128: 0.65-0.77 -> 1.14-1.17x FBGEMM's op (docs/kernels.md, Dispatch).
 inline int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables,
                          int64_t bytes, int threads) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
