@@ -324,6 +324,14 @@ for path in sys.argv[1:]:
                                          include_last_offset=True)
                 assert torch.equal(got, want), (path, dim, fmt)
                 checked += 1
+            for bad_id in (37, -1, 2**40):  # past the last row: an error, nothing read
+                ids = torch.tensor([36, bad_id, 36])
+                try:
+                    ops.embedding_bag(guarded, ids, torch.tensor([0, 1]), format=fmt)
+                except IndexError as e:
+                    assert f"index {bad_id} at position 1" in str(e), str(e)
+                else:
+                    raise AssertionError(("no error", path, dim, fmt, bad_id))
 print(checked)
 """
 
@@ -331,7 +339,8 @@ print(checked)
 def test_last_row_before_an_unreadable_page_is_read_in_bounds():
     """Every format, dims 1-33 and 130, every path: the table's last row ends on the last byte
     before a PROT_NONE page, and lookups of it (one-id bags and bags of eight) must not read
-    past it: a read there would kill the child process instead of printing the count."""
+    past it, nor may ids past the table (an error instead): a read there would kill the child
+    process instead of printing the count."""
     out = subprocess.run([sys.executable, "-c", _GUARD_PAGE_SCRIPT, *PATHS], cwd=REPO,
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
