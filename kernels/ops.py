@@ -310,8 +310,8 @@ def tbe_lookup(
     (inside their tables, offsets non-decreasing), the pooled rows (fbgemm's CPU forward bit for
     bit, rows prefetched), and in the backward the fused update of the tables in place -
     row-wise Adagrad when `momentum1_host` is not empty, else SGD - at the lr in
-    `learning_rate`. `placeholder` must require grad
-    (autograd records the node through it); no gradient is returned for anything."""
+    `learning_rate`. `placeholder` must require grad (autograd records the node through it);
+    no gradient is returned for anything."""
     op = _direct if not _is_tracing() and not _is_compiling() else _ops
     return op.tbe_lookup(
         placeholder, weights, weights_offsets, D_offsets, total_D, hash_size_cumsum, indices,

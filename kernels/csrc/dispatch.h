@@ -48,12 +48,14 @@ int64_t set_prefetch_distance(int64_t rows);
 // fewer tasks than threads that still moves >= 64 KiB (row reads plus output writes: one-id bags
 // of wide rows) is split so every thread gets a task: measured at batch 512, one id per bag, 2
 // threads, int8 10M x 128: 0.65-0.77 -> 1.14-1.17x FBGEMM's op (docs/kernels.md, Dispatch).
-inline int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables,
-                         int64_t bytes, int threads) {
+// `bytes()` gives the call's bytes; it is asked only for a call with fewer tasks than threads.
+template <typename Bytes>
+int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables, int threads,
+                  const Bytes& bytes) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
   int64_t grain = std::min(batch, avg > 0 ? (1024 + avg - 1) / avg : int64_t{1024});
   const int64_t tasks = n_tables * ((batch + grain - 1) / grain);
-  if (threads > 1 && tasks < threads && bytes >= (int64_t{64} << 10)) {
+  if (threads > 1 && tasks < threads && bytes() >= (int64_t{64} << 10)) {
     const int64_t runs = (threads + n_tables - 1) / n_tables;  // per table
     grain = std::max<int64_t>(1, (batch + runs - 1) / runs);
   }

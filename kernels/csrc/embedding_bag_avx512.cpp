@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "embedding_bag.h"
+#include "prefetch.h"
 
 // Everything below is compiled for this instruction set only (the headers are included above,
 // so no library code is built with it).

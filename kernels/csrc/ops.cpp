@@ -120,13 +120,16 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   const Kernel<Index> kernel = pick_kernel<Index>();
   const int pd = prefetch_distance();
   // Tasks: runs of up to `grain` consecutive bags of one table; each is one kernel call.
-  int64_t bytes = batch * total_dim * elem;  // the output, then the rows read
-  for (int64_t t = 0; t < n_tables; ++t) {
-    const int64_t first = t == 0 ? static_cast<int64_t>(off[0]) : table_end[t - 1];
-    bytes += (table_end[t] - first) * tables[t].row_bytes;
-  }
+  const auto bytes = [&] {  // the output, then the rows read
+    int64_t sum = batch * total_dim * elem;
+    for (int64_t t = 0; t < n_tables; ++t) {
+      const int64_t first = t == 0 ? static_cast<int64_t>(off[0]) : table_end[t - 1];
+      sum += (table_end[t] - first) * tables[t].row_bytes;
+    }
+    return sum;
+  };
   const int64_t grain =
-      bag_grain(n_idx, n_bags, batch, n_tables, bytes, at::get_num_threads());
+      bag_grain(n_idx, n_bags, batch, n_tables, at::get_num_threads(), bytes);
   const int64_t runs_per_table = (batch + grain - 1) / grain;
   BadIndex bad;
   at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {

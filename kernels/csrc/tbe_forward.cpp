@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "prefetch.h"
 #include "tbe.h"
 
 namespace recsys_kernels {
@@ -25,12 +26,6 @@ namespace {
 constexpr int64_t kAhead = 16;
 // Rows up to this many floats are pooled in a local buffer (no aliasing with the output).
 constexpr int64_t kMaxLocalDim = 512;
-
-inline void prefetch_row(const float* row, int64_t bytes) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
-  __builtin_prefetch(p + bytes - 1);
-}
 
 // Bag b of the table into out[b * out_stride + column ...]: its rows summed column by column
 // in bag order from zero (an empty bag gives zeros), times 1 / length for a mean. kDim > 0: the
