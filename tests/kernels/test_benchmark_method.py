@@ -1,0 +1,59 @@
+"""The embedding-bag benchmark's sampling: every sample on ids no earlier sample looked up.
+
+Until 2026-11-30 each op looked up its own one id set in every round, so on 10M-row tables its
+rows came from the L3 instead of DRAM; these tests pin the fix."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks import embedding_bag as eb
+
+
+def _record(names: list[str], reps: int, calls: int, n_sets: int) -> tuple[dict, list[int]]:
+    """Runs `interleaved` on tagged id sets (set k is the tensor [k]) and returns, per case,
+    the set tags its calls saw, and the order of all calls."""
+    seen: dict[str, list[int]] = {name: [] for name in names}
+    order: list[int] = []
+
+    def case(name: str):
+        def call(ids: torch.Tensor) -> None:
+            seen[name].append(int(ids[0]))
+            order.append(int(ids[0]))
+
+        return call
+
+    sets = [torch.tensor([k]) for k in range(n_sets)]
+    times = eb.interleaved({n: case(n) for n in names}, reps, sets, calls=calls)
+    assert all(len(times[n]) == reps for n in names)
+    return seen, order
+
+
+def test_no_id_set_is_looked_up_twice_when_there_are_enough():
+    names, reps, calls = ["a", "b", "c"], 5, 4
+    need = eb.sets_needed(len(names), reps, calls)
+    seen, order = _record(names, reps, calls, need)
+    timed = [k for n in names for k in seen[n][1:]]  # after each case's warm-up call
+    assert len(timed) == len(names) * reps * calls
+    assert len(order) == len(set(order))  # warm-up and timed calls: all different sets
+    assert max(order) < need
+
+
+def test_each_case_sees_different_sets_from_round_to_round_even_when_sets_are_few():
+    """With fewer sets than samples they are reused cyclically, never a case's own set twice in
+    a row (the old scheme gave case k set k in every round)."""
+    names, reps = ["a", "b", "c"], 6
+    seen, _ = _record(names, reps, 1, 4)
+    for name in names:
+        timed = seen[name][1:]
+        assert len(set(timed)) > 1
+        assert all(x != y for x, y in zip(timed, timed[1:], strict=False))
+
+
+def test_ids_returns_one_row_per_set_and_stays_in_the_table():
+    many = eb.ids(1000, 50, "zipf", seed=3, sets=7)
+    assert many.shape == (7, 50) and many.dtype == torch.int64
+    assert int(many.min()) >= 0 and int(many.max()) < 1000
+    one = eb.ids(1000, 50, "uniform", seed=3)
+    assert one.shape == (50,)
+    assert not torch.equal(many[0], many[1])
