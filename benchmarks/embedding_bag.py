@@ -304,7 +304,7 @@ def summarise(rows: list[dict]) -> dict:
             out[f"{name} median"] = round(statistics.median(shares), 3)
             out[f"{name} worst"] = round(min(shares), 3)
     # How much room the memory system leaves above FBGEMM on the DRAM-bound configs (10M rows,
-    # pooling 20/100, where the flat gather is a ceiling: ours stays within ~1.15x of it).
+    # pooling 20/100: there no lookup has beaten the flat gather by more than ~1.15x).
     speeds: dict[tuple, dict[str, float]] = {}
     for r in rows:
         speeds.setdefault(tuple(r[k] for k in _KEYS), {})[r["op"]] = r["mids_per_s"]
