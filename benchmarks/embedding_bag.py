@@ -25,11 +25,12 @@ follows another table's in a model. A timed sample is one call, or for calls of 
 Reported: million ids/s, ns per id, GB/s of row bytes touched, ours / FBGEMM, and ours / the
 random-gather limit: `recsys_kernels::gather_probe`, a flat gather of the same cache lines per
 id over the same threads (no bags, no arithmetic), with the best of eight prefetch settings (4
-look-ahead distances x L1/L2, chosen per config before its rounds); and the gather+write
-limit, at pooling 1: the same gather that also writes the output row each id makes (4 x dim
-bytes, into a fresh buffer per call), most of a one-id lookup's memory traffic. Every op reads
-the same table, on 2 MiB-aligned memory advised for transparent huge pages
-(`kernels.ops.to_hugepages`). Also measured: the index checks' cost (checks switched off).
+look-ahead distances x L1/L2, chosen per config and table before its rounds), on the int8 table
+and, for the 4-bit ops, on the int4 one; and the gather+write limit, at pooling 1: the same
+int8 gather that also writes the output row each id makes (4 x dim bytes, into a fresh buffer
+per call), most of a one-id lookup's memory traffic. The ops of a format read the same table,
+on 2 MiB-aligned memory advised for transparent huge pages (`kernels.ops.to_hugepages`). Also
+measured: the index checks' cost (checks switched off).
 
     python -m benchmarks.embedding_bag                 # full grid, JSON in results/
     python -m benchmarks.embedding_bag --quick         # 100k rows, pooling 20/100, dims 16/128
@@ -214,7 +215,8 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         ),  # fmt: skip
         "fbgemm tbe int8_half": lambda idx: tbe8(idx, off),
         "fbgemm tbe int4": lambda idx: tbe4(idx, off),
-        "gather limit int8": lambda idx: ops.gather_probe(t8, idx, *probe),
+        "gather limit int8": lambda idx: ops.gather_probe(t8, idx, *probe["int8"]),
+        "gather limit int4": lambda idx: ops.gather_probe(t4, idx, *probe["int4"]),
         "ours int8 unchecked": lambda idx: api(t8, idx, off, include_last_offset=True),
     }
     row_bytes = {
@@ -224,7 +226,9 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         "fp32": 4 * dim,
     }
     if pool == 1:  # one id per bag: the output rows are most of the memory traffic
-        cases["gather+write limit int8"] = lambda idx: ops.gather_probe(t8, idx, *probe, 4 * dim)
+        cases["gather+write limit int8"] = lambda idx: ops.gather_probe(
+            t8, idx, *probe["int8"], 4 * dim
+        )
     if f32 is not None:
         cases["fp32 embedding_bag"] = lambda idx: F.embedding_bag(
             idx, f32, off, include_last_offset=True
@@ -238,15 +242,16 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     n_probe = sets_needed(len(PROBE_SETTINGS), PROBE_REPS, calls)
     n_timed = sets_needed(len(cases), reps, calls)
     all_sets = list(ids(rows, n, dist, seed=dim * 1000 + pool * 10 + threads,
-                        sets=n_probe + n_timed + 1))  # fmt: skip
+                        sets=2 * n_probe + n_timed + 1))  # fmt: skip
     spare, other = all_sets.pop() % OTHER_ROWS, other_table()
 
     def before() -> None:  # another table's lookup
         F.embedding_bag(spare, other, off, include_last_offset=True)
 
-    probe = fastest_gather(t8, all_sets[:n_probe], calls, before)
+    probe = {fmt: fastest_gather(table, all_sets[k * n_probe : (k + 1) * n_probe], calls, before)
+             for k, (fmt, table) in enumerate((("int8", t8), ("int4", t4)))}  # fmt: skip
     try:
-        times = interleaved(cases, reps, all_sets[n_probe:], before, calls)
+        times = interleaved(cases, reps, all_sets[2 * n_probe :], before, calls)
     finally:
         ops.set_index_checks(True)
     out = []
@@ -258,7 +263,8 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
                "ns_per_id": round(s / n * 1e9, 2),
                "gb_per_s": round(n * row_bytes[fmt] / s / 1e9, 2)}  # fmt: skip
         if name.startswith("gather"):
-            row["prefetch"] = {"distance": probe[0], "level": probe[1]}
+            distance, level = probe[fmt]
+            row["prefetch"] = {"distance": distance, "level": level}
         refs = (
             ("fbgemm", "vs_fbgemm"),
             ("fbgemm tbe", "vs_fbgemm_tbe"),
@@ -308,14 +314,15 @@ def summarise(rows: list[dict]) -> dict:
     speeds: dict[tuple, dict[str, float]] = {}
     for r in rows:
         speeds.setdefault(tuple(r[k] for k in _KEYS), {})[r["op"]] = r["mids_per_s"]
-    fb_shares = [s["fbgemm int8"] / s["gather limit int8"] for key, s in speeds.items()
-                 if key[0] >= 10**6 and key[2] > 1 and "gather limit int8" in s]  # fmt: skip
-    if fb_shares:
-        name = "fbgemm int8 / gather limit (10M rows, pooling 20 and 100)"
-        out[f"{name} median"] = round(statistics.median(fb_shares), 3)
-        out["10M-row configs at pooling 20 and 100 where 1.2x fbgemm int8 exceeds the limit"] = (
-            f"{sum(1.2 * x > 1 for x in fb_shares)} of {len(fb_shares)}"
-        )
+    for fmt in ("int8", "int4"):
+        shares = [s[f"fbgemm {fmt}"] / s[f"gather limit {fmt}"] for key, s in speeds.items()
+                  if key[0] >= 10**6 and key[2] > 1 and f"gather limit {fmt}" in s]  # fmt: skip
+        if shares:
+            where = "(10M rows, pooling 20 and 100)"
+            out[f"fbgemm {fmt} / gather limit {where} median"] = round(statistics.median(shares), 3)
+            out[f"configs {where} where 1.2x fbgemm {fmt} exceeds the limit"] = (
+                f"{sum(1.2 * x > 1 for x in shares)} of {len(shares)}"
+            )
     costs = [r["check_cost"] for r in rows if "check_cost" in r]
     out["index check cost (median)"] = round(statistics.median(costs), 4)
     return out
