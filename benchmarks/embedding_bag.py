@@ -239,19 +239,20 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     calls = min(16, -(-CALL_IDS // n))
     # A fresh id set for every sample (calibration, warm-up and timed rounds): no lookup finds
     # rows that an earlier one of the same ids left in cache.
+    probed = {"int8": t8, "int4": t4}  # tables whose gather limit is measured
     n_probe = sets_needed(len(PROBE_SETTINGS), PROBE_REPS, calls)
     n_timed = sets_needed(len(cases), reps, calls)
     all_sets = list(ids(rows, n, dist, seed=dim * 1000 + pool * 10 + threads,
-                        sets=2 * n_probe + n_timed + 1))  # fmt: skip
+                        sets=len(probed) * n_probe + n_timed + 1))  # fmt: skip
     spare, other = all_sets.pop() % OTHER_ROWS, other_table()
 
     def before() -> None:  # another table's lookup
         F.embedding_bag(spare, other, off, include_last_offset=True)
 
     probe = {fmt: fastest_gather(table, all_sets[k * n_probe : (k + 1) * n_probe], calls, before)
-             for k, (fmt, table) in enumerate((("int8", t8), ("int4", t4)))}  # fmt: skip
+             for k, (fmt, table) in enumerate(probed.items())}  # fmt: skip
     try:
-        times = interleaved(cases, reps, all_sets[2 * n_probe :], before, calls)
+        times = interleaved(cases, reps, all_sets[len(probed) * n_probe :], before, calls)
     finally:
         ops.set_index_checks(True)
     out = []
