@@ -310,20 +310,21 @@ def summarise(rows: list[dict]) -> dict:
             name = f"ours int8 / {label} (10M rows, pooling {pool})"
             out[f"{name} median"] = round(statistics.median(shares), 3)
             out[f"{name} worst"] = round(min(shares), 3)
-    # How much room the memory system leaves above FBGEMM on the DRAM-bound configs (10M rows,
-    # pooling 20/100: there no lookup has beaten the flat gather by more than ~1.15x).
+    # Both ops against the flat gather on the DRAM-bound configs (10M rows, pooling 20/100). The
+    # flat gather is a reference, not a bound: since rows of tables beyond the caches are
+    # prefetched into L2, ours runs above it on some of these configs.
     speeds: dict[tuple, dict[str, float]] = {}
     for r in rows:
         speeds.setdefault(tuple(r[k] for k in _KEYS), {})[r["op"]] = r["mids_per_s"]
+    where = "(10M rows, pooling 20 and 100)"
     for fmt in ("int8", "int4"):
-        shares = [s[f"fbgemm {fmt}"] / s[f"gather limit {fmt}"] for key, s in speeds.items()
-                  if key[0] >= 10**6 and key[2] > 1 and f"gather limit {fmt}" in s]  # fmt: skip
-        if shares:
-            where = "(10M rows, pooling 20 and 100)"
-            out[f"fbgemm {fmt} / gather limit {where} median"] = round(statistics.median(shares), 3)
-            out[f"configs {where} where 1.2x fbgemm {fmt} exceeds the limit"] = (
-                f"{sum(1.2 * x > 1 for x in shares)} of {len(shares)}"
-            )
+        for op in ("fbgemm", "ours"):
+            shares = [s[f"{op} {fmt}"] / s[f"gather limit {fmt}"] for key, s in speeds.items()
+                      if key[0] >= 10**6 and key[2] > 1 and f"gather limit {fmt}" in s]  # fmt: skip
+            if shares:
+                name = f"{op} {fmt} / gather limit {where}"
+                out[f"{name} median"] = round(statistics.median(shares), 3)
+                out[f"{name} max"] = round(max(shares), 3)
     costs = [r["check_cost"] for r in rows if "check_cost" in r]
     out["index check cost (median)"] = round(statistics.median(costs), 4)
     return out

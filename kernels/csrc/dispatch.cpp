@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace recsys_kernels {
 namespace {
 
@@ -55,6 +57,14 @@ std::atomic<int>& isa_slot() {
 
 std::atomic<bool> g_checks{true};
 std::atomic<int> g_prefetch{16};
+std::atomic<int> g_far_prefetch{64};
+
+// Half the last-level cache as the OS reports it (32 MiB when it reports none).
+int64_t default_far_bytes() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return l3 > 0 ? static_cast<int64_t>(l3) / 2 : int64_t{32} << 20;
+}
+std::atomic<int64_t> g_far_bytes{default_far_bytes()};
 
 }  // namespace
 
@@ -69,11 +79,22 @@ std::string set_isa(const std::string& name) {
 std::string current_isa() { return isa_name(active_isa()); }
 std::string best_isa() { return isa_name(detect_isa()); }
 bool set_index_checks(bool enabled) { return g_checks.exchange(enabled); }
-int prefetch_distance() { return g_prefetch.load(); }
-
 int64_t set_prefetch_distance(int64_t rows) {
   TORCH_CHECK(rows >= 0 && rows <= 256, "recsys_kernels: prefetch distance must be in [0, 256]");
   return g_prefetch.exchange(static_cast<int>(rows));
+}
+
+PrefetchPlan prefetch_plan(int64_t table_bytes) {
+  if (table_bytes >= g_far_bytes.load()) return {g_far_prefetch.load(), true};
+  return {g_prefetch.load(), false};
+}
+
+std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {
+  TORCH_CHECK(distance >= 0 && distance <= 256 && min_table_bytes >= 0,
+              "recsys_kernels: far prefetch takes a distance in [0, 256] and min_table_bytes >= "
+              "0, got ", distance, " and ", min_table_bytes);
+  return {g_far_prefetch.exchange(static_cast<int>(distance)),
+          g_far_bytes.exchange(min_table_bytes)};
 }
 
 template <typename Index>

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "embedding_bag.h"
 #include "interaction.h"
@@ -40,8 +41,21 @@ std::string set_isa(const std::string& name);
 std::string current_isa();
 std::string best_isa();
 bool set_index_checks(bool enabled);
-int prefetch_distance();
 int64_t set_prefetch_distance(int64_t rows);
+
+// How a lookup prefetches a table's rows: `distance` ids ahead, into L1, or, for a table of at
+// least the far size (default: half the last-level cache, so most of its rows come from DRAM),
+// the far distance ahead into L2. An L1 prefetch that misses to DRAM holds one of the core's few
+// L1 fill buffers for the whole DRAM latency; an L2 prefetch queues in the L2's larger miss
+// queue, so more rows are in flight. Measured (docs/kernels.md, "Memory: huge pages and
+// prefetch"): +10-20 % on 10M-row tables at pooling 20 and 100, a loss on cache-resident ones.
+struct PrefetchPlan {
+  int distance;
+  bool into_l2;
+};
+PrefetchPlan prefetch_plan(int64_t table_bytes);
+// Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
+std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with

@@ -118,7 +118,10 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   auto* out_raw = static_cast<char*>(out.data_ptr());
   const int64_t elem = out.element_size();
   const Kernel<Index> kernel = pick_kernel<Index>();
-  const int pd = prefetch_distance();
+  std::vector<PrefetchPlan> prefetch(n_tables);  // by the table's size
+  for (int64_t t = 0; t < n_tables; ++t) {
+    prefetch[t] = prefetch_plan(tables[t].rows * tables[t].row_bytes);
+  }
   // Tasks: runs of up to `grain` consecutive bags of one table; each is one kernel call.
   const auto bytes = [&] {  // the output, then the rows read
     int64_t sum = batch * total_dim * elem;
@@ -140,7 +143,8 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
       const Table& tab = tables[t];
       if (!direct) buf.resize(count * tab.dim);
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
-                            end_of(k0 + count - 1), table_end[t], pd, w, mode == 1,
+                            end_of(k0 + count - 1), table_end[t], prefetch[t].distance,
+                            prefetch[t].into_l2, w, mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
       const int64_t r = kernel(run);
@@ -252,6 +256,8 @@ TORCH_LIBRARY(recsys_kernels, m) {
   m.def("best_isa() -> str", recsys_kernels::best_isa);
   m.def("set_index_checks(bool enabled) -> bool", recsys_kernels::set_index_checks);
   m.def("set_prefetch_distance(int rows) -> int", recsys_kernels::set_prefetch_distance);
+  m.def("set_far_prefetch(int distance, int min_table_bytes) -> int[]",
+        recsys_kernels::set_far_prefetch);
 }
 
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {

@@ -55,7 +55,7 @@ def test_low_precision_output_is_the_rounded_fp32_result(out_dtype, isa):
     assert torch.equal(got, ref.to(out_dtype))
 
 
-def test_threads_and_prefetch_distance_do_not_change_results():
+def test_threads_and_prefetch_settings_do_not_change_results():
     table, indices, offsets = _case(5000, 48, [int(x) for x in torch.arange(300) % 17], seed=7)
     packed = quant.quantize_int4(table)
     threads = torch.get_num_threads()
@@ -64,12 +64,26 @@ def test_threads_and_prefetch_distance_do_not_change_results():
         expected = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
         torch.set_num_threads(2)
         for distance in (0, 1, 16, 64):
-            old = ops.set_prefetch_distance(distance)
-            got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
-            ops.set_prefetch_distance(old)
-            assert torch.equal(got, expected)
+            for far in (False, True):  # into L1, or into L2 as for a table beyond the caches
+                old = ops.set_prefetch_distance(distance)
+                old_far = ops.set_far_prefetch(distance, 0 if far else 1 << 62)
+                got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
+                ops.set_prefetch_distance(old)
+                ops.set_far_prefetch(*old_far)
+                assert torch.equal(got, expected)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_far_prefetch_defaults_and_bad_settings():
+    distance, min_bytes = ops.set_far_prefetch(64, 1 << 20)
+    assert ops.set_far_prefetch(distance, min_bytes) == (64, 1 << 20)
+    assert distance == 64 and min_bytes > 0  # half the last-level cache (32 MiB if unknown)
+    with pytest.raises(RuntimeError, match="distance in \\[0, 256\\] and min_table_bytes >= 0"):
+        ops.set_far_prefetch(300, 0)
+    with pytest.raises(RuntimeError, match="got 8 and -1"):
+        ops.set_far_prefetch(8, -1)
+    assert ops.set_far_prefetch(distance, min_bytes) == (distance, min_bytes)  # unchanged
 
 
 def test_batched_int4_matches_per_table_lookups(isa):
