@@ -34,6 +34,7 @@ bench: install
 	$(PY) -m benchmarks.embedding_backward
 	$(PY) -m benchmarks.interaction
 	$(PY) -m benchmarks.embedding_bag
+	$(PY) -m benchmarks.prefetch_policy
 	$(PY) -m benchmarks.data_throughput
 	$(PY) -m benchmarks.quality
 	$(PY) benchmarks/preprocess.py

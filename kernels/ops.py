@@ -386,15 +386,15 @@ def set_index_checks(enabled: bool) -> bool:
 
 
 def set_prefetch_distance(rows: int) -> int:
-    """Rows ahead whose cache lines are prefetched into L1 (0 turns prefetch off) in lookups of
-    tables below the far size (`set_far_prefetch`); returns the old distance."""
+    """Rows ahead whose cache lines are prefetched into L1 (0 turns prefetch off) in calls whose
+    tables add up to less than the far size (`set_far_prefetch`); returns the old distance."""
     return _ops.set_prefetch_distance(rows)
 
 
 def set_far_prefetch(distance: int, min_table_bytes: int) -> tuple[int, int]:
-    """Lookups of tables of at least `min_table_bytes` (default: half the last-level cache, so
-    most rows come from DRAM) prefetch rows `distance` ids ahead (default 64; 0: none) into L2
-    instead of L1. Returns the previous (distance, min_table_bytes)."""
+    """Calls whose tables add up to at least `min_table_bytes` (default: half the last-level
+    cache, so most rows come from DRAM) prefetch rows `distance` ids ahead (default 64; 0: none)
+    into L2 instead of L1. Returns the previous (distance, min_table_bytes)."""
     old = _ops.set_far_prefetch(distance, min_table_bytes)
     return int(old[0]), int(old[1])
 

@@ -40,7 +40,7 @@ struct Bags {
   int64_t prefetch_end;   // end of this table's ids: prefetching runs on into later bags up to
                           // here, never into another table's ids
   int prefetch_distance;  // rows ahead whose cache lines are prefetched (0: none)
-  bool prefetch_l2;       // into L2 (a table far larger than the caches), else into L1
+  bool prefetch_l2;       // into L2 (the call's tables are far larger than the caches), else L1
   const float* weights;   // every per-sample weight of the call, or nullptr
   bool mean;              // mean pooling (else sum)
   float* out;             // output of the run's first bag
