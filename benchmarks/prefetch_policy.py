@@ -36,7 +36,8 @@ CONFIGS = [
 ]
 
 
-def bench_policy(groups, dim: int, pool: int, threads: int, reps: int) -> dict:
+def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threads: int,
+                 reps: int) -> dict:  # fmt: skip
     """M ids/s of one batched int8 call under the default, near and far plans."""
     torch.set_num_threads(threads)
     sizes = [rows for rows, count in groups for _ in range(count)]

@@ -119,7 +119,7 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   const int64_t elem = out.element_size();
   const Kernel<Index> kernel = pick_kernel<Index>();
   // One prefetch plan for the call, by the bytes of all its tables: they compete for the same
-  // caches (8 tables of 72 MB, each below the far size: far / near 1.19-1.25, docs/kernels.md).
+  // caches (8 tables of 72 MB, each below the far size: far / near 1.18-1.25, docs/kernels.md).
   int64_t table_bytes = 0;
   for (const Table& tab : tables) table_bytes += tab.rows * tab.row_bytes;
   const PrefetchPlan prefetch = prefetch_plan(table_bytes);
