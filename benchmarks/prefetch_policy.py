@@ -36,6 +36,13 @@ CONFIGS = [
 ]
 
 
+def far_setting() -> tuple[int, int]:
+    """The current far prefetch (distance, min_table_bytes), read by setting it back."""
+    current = ops.set_far_prefetch(64, NEVER)
+    ops.set_far_prefetch(*current)
+    return current
+
+
 def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threads: int,
                  reps: int) -> dict:  # fmt: skip
     """M ids/s of one batched int8 call under the default, near and far plans."""
@@ -45,8 +52,7 @@ def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threa
     n_bag = eb.BATCH * pool
     n = len(sizes) * n_bag
     offsets = torch.arange(0, n + 1, pool)
-    default = ops.set_far_prefetch(64, NEVER)
-    ops.set_far_prefetch(*default)
+    default = far_setting()
     settings = {"near": (default[0], NEVER), "far": (default[0], 0)}
     for name, setting in settings.items():
         eb.SWITCHED[name] = lambda on, s=setting: ops.set_far_prefetch(*(s if on else default))
@@ -83,14 +89,13 @@ def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threa
     return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=15)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
-    default = ops.set_far_prefetch(64, NEVER)
-    ops.set_far_prefetch(*default)
+    default = far_setting()
     print(f"far size {default[1] / 1e6:.0f} MB, far distance {default[0]}")
     print("| tables (rows x count) | dim | pool | threads | MB | default | near | far | "
           "default / near | default / far |")  # fmt: skip

@@ -1,13 +1,16 @@
-"""The embedding-bag benchmark's sampling: every sample on ids no earlier sample looked up.
+"""The lookup benchmarks' method: every sample on ids no earlier sample looked up, and the
+prefetch-policy benchmark's argument check and setting read.
 
 Until 2026-11-30 each op looked up its own one id set in every round, so on 10M-row tables its
-rows came from the L3 instead of DRAM; these tests pin the fix."""
+rows came from the L3 instead of DRAM; the first tests pin the fix."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks import embedding_bag as eb
+from benchmarks import prefetch_policy
 
 
 def _record(names: list[str], reps: int, calls: int, n_sets: int) -> tuple[dict, list[int]]:
@@ -57,3 +60,16 @@ def test_ids_returns_one_row_per_set_and_stays_in_the_table():
     one = eb.ids(1000, 50, "uniform", seed=3)
     assert one.shape == (50,)
     assert not torch.equal(many[0], many[1])
+
+
+def test_prefetch_policy_rejects_zero_rounds_before_measuring(capsys):
+    with pytest.raises(SystemExit) as stop:
+        prefetch_policy.main(["--reps", "0"])
+    assert stop.value.code == 2
+    assert "--reps must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_far_setting_reads_without_changing():
+    before = prefetch_policy.far_setting()
+    assert prefetch_policy.far_setting() == before
+    assert before[0] == 64 and before[1] > 0
