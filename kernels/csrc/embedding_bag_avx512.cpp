@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL) kernels: 16 floats per vector, byte-masked loads and stores for row tails,
-// up to 8 accumulator vectors (128 columns) per pass. Compiled for any x86-64 with a GCC target
-// pragma; only called after a CPUID check (dispatch.cpp).
+// up to 16 accumulator vectors (256 columns) per pass, wider rows in blocks of 8 (128 columns).
+// Compiled for any x86-64 with a GCC target pragma; only called after a CPUID check
+// (dispatch.cpp).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -23,7 +24,8 @@ namespace recsys_kernels {
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int kMaxVectors = 8;
+constexpr int kMaxVectors = 16;
+constexpr int kWideVectors = 8;
 using VF = __m512;
 
 inline VF vzero() { return _mm512_setzero_ps(); }

@@ -217,3 +217,26 @@ def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
                 ours(packed, bad, offsets, include_last_offset=True)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dim", [200, 300])
+def test_rows_of_several_column_blocks_match_fbgemm(dim, isa):
+    """Rows wider than one pass (256 columns on AVX-512, 128 on AVX2) are pooled bag by bag in
+    column blocks (128 / 64 columns, the last one partial): 300 columns make 3 blocks on AVX-512
+    and 5 on AVX2, 200 one pass on AVX-512 and 4 blocks on AVX2. One-id bags, longer bags, an
+    empty bag and per-sample weights equal FBGEMM's operators; mean pooling (which FBGEMM's ops
+    do not offer) equals ATen's over the dequantized table."""
+    lengths = [1, 1, 7, 0, 1, 30, 2, 1]
+    table, indices, offsets = _case(500, dim, lengths, seed=dim)
+    weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(1))
+    dequantized = (quant.dequantize_int8, lambda p: quant.dequantize_int4(p, dim))
+    for (pack, op, ours), dequantize in zip(_FBGEMM_PAIRS, dequantized, strict=True):
+        packed = pack(table)
+        for w in (None, weights):
+            expected = op(packed, indices, offsets, False, 0, False, w, None, True)
+            got = ours(packed, indices, offsets, per_sample_weights=w, include_last_offset=True)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+        mean = ours(packed, indices, offsets, mode="mean", include_last_offset=True)
+        expected = F.embedding_bag(indices, dequantize(packed), offsets, mode="mean",
+                                   include_last_offset=True)  # fmt: skip
+        torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-5)
