@@ -73,3 +73,12 @@ def test_far_setting_reads_without_changing():
     before = prefetch_policy.far_setting()
     assert prefetch_policy.far_setting() == before
     assert before[0] == 64 and before[1] > 0
+
+
+@pytest.mark.parametrize("flag, value", [("--dims", "0"), ("--sizes", "-5"), ("--pools", "x"),
+                                         ("--reps", "0")])  # fmt: skip
+def test_embedding_bag_benchmark_rejects_bad_shapes_before_measuring(capsys, flag, value):
+    with pytest.raises(SystemExit) as stop:
+        eb.main([flag, value])
+    assert stop.value.code == 2
+    assert f"expected an integer >= 1, got '{value}'" in capsys.readouterr().err
