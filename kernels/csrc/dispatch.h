@@ -45,10 +45,11 @@ int64_t set_prefetch_distance(int64_t rows);
 
 // How a lookup prefetches its tables' rows: `distance` ids ahead, into L1, or, when the call's
 // tables add up to at least the far size (default: half the last-level cache, so most of their
-// rows come from DRAM), the far distance ahead into L2. An L1 prefetch that misses to DRAM holds one of the core's few
-// L1 fill buffers for the whole DRAM latency; an L2 prefetch queues in the L2's larger miss
-// queue, so more rows are in flight. Measured (docs/kernels.md, "Memory: huge pages and
-// prefetch"): +10-20 % on 10M-row tables at pooling 20 and 100, mixed on cache-resident ones.
+// rows come from DRAM), the far distance ahead into L2. An L1 prefetch that misses to DRAM holds
+// one of the core's few L1 fill buffers for the whole DRAM latency; an L2 prefetch queues in the
+// L2's larger miss queue, so more rows are in flight. Measured (docs/kernels.md, "Memory: huge
+// pages and prefetch"): +10-20 % on 10M-row tables at pooling 20 and 100, mixed on cache-resident
+// ones.
 struct PrefetchPlan {
   int distance;
   bool into_l2;

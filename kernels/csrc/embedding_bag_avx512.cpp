@@ -121,9 +121,11 @@ inline VF load_int4_halves(const uint8_t* p, const Tail& t) {
   const __m512i codes = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(twice), shift);
   return _mm512_cvtepi32_ps(_mm512_and_si512(codes, _mm512_set1_epi32(0x0f)));
 }
+// (The zero-masked form with every lane selected is the same permute; the plain intrinsic's
+// `_mm512_undefined_ps` draws a false -Wuninitialized from GCC 12 once inlined into pool_block.)
 inline VF interleave_halves(VF v) {
-  return _mm512_permutexvar_ps(
-      _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), v);
+  return _mm512_maskz_permutexvar_ps(
+      0xffff, _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), v);
 }
 
 inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }
