@@ -2,7 +2,6 @@
 // this machine's limit for the lookups (benchmark only).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <cstring>
 
 #include "ops.h"
+#include "prefetch.h"
 
 namespace recsys_kernels {
 
@@ -32,7 +32,8 @@ at::Tensor hugepage_clone(const at::Tensor& t) {
 namespace {
 
 // A flat random gather: for each id (bags play no part), one byte of every cache line of its row
-// and its last byte, summed; the row `pd` ids ahead prefetched into L1 (`hint` 0) or L2 (1).
+// and its last byte, summed; the row `pd` ids ahead prefetched into L1 (`hint` 0) or L2 (1), one
+// prefetch per line the table's rows can span, as the lookups prefetch (prefetch.h).
 // No arithmetic beyond the checksum, no per-bag work, no checks: ids are clamped into the
 // table (a branch-free min), so a bad id reads the last row instead of out of bounds. With
 // `out_row_bytes` > 0, also writes that many bytes to `out` after every `ids_per_row`-th id: the
@@ -42,6 +43,7 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
                     int64_t pd, uint8_t* out, int64_t out_row_bytes, int64_t ids_per_row) {
   std::atomic<int64_t> total{0};
   const auto last_row = static_cast<uint64_t>(rows - 1);
+  const int64_t lines = row_lines(table, rb);  // prefetched as the lookups prefetch them
   const auto row_of = [&](int64_t i) {
     return table + std::min(static_cast<uint64_t>(idx[i]), last_row) * rb;
   };
@@ -51,12 +53,7 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
     int64_t sum = 0;
     int64_t row_end = (begin / ids_per_row + 1) * ids_per_row;  // id after the next output row
     for (int64_t i = begin; i < end; ++i) {
-      if (pd > 0 && i + pd < end) {
-        const char* p = reinterpret_cast<const char*>(row_of(i + pd));
-        constexpr auto kHint = Hint == 0 ? _MM_HINT_T0 : _MM_HINT_T1;
-        for (int64_t o = 0; o < rb; o += 64) _mm_prefetch(p + o, kHint);
-        _mm_prefetch(p + rb - 1, kHint);
-      }
+      if (pd > 0 && i + pd < end) prefetch_row<Hint == 0 ? 3 : 2>(row_of(i + pd), rb, lines);
       const uint8_t* row = row_of(i);
       for (int64_t o = 0; o < rb; o += 64) sum += row[o];
       sum += row[rb - 1];

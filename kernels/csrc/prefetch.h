@@ -1,23 +1,41 @@
 // Software prefetch of a table row, shared by the lookup kernels (embedding_bag_simd.inc, the
-// serving lookups; tbe_forward.cpp, the training forward).
+// serving lookups; tbe_forward.cpp, the training forward) and the gather probe (memory.cpp).
 #pragma once
 
 #include <cstdint>
+#include <numeric>
 
 namespace recsys_kernels {
 
-// Every cache line of the `bytes`-byte row at `row` (the last byte's line too: rows straddle
-// lines) into L1 (kLocality 3, prefetcht0), or into L2 (kLocality 2, prefetcht1), for a read
-// soon. Measured: every line beats the first line only (1.1-1.8x at dims 64-128). The builtin,
-// not _mm_prefetch: GCC 12 drops _mm_prefetch calls from functions compiled under a target
-// pragma. Inlined everywhere, so that the callers' per-ISA copies keep it in their loops.
+// The most cache lines any row of a table can span, its rows `bytes` apart from `base`: row r
+// starts at (base + r * bytes) mod 64 into its line, a multiple of gcd(bytes, 64) past the base's
+// offset, so the latest start is known once per table (FBGEMM's int8 rows of 128 codes, 136
+// bytes, from a 64-byte-aligned table: at most 56 bytes in, so 3 lines, never 4).
+inline int64_t row_lines(const void* base, int64_t bytes) {
+  const int64_t step = std::gcd(bytes, int64_t{64});
+  const auto offset = static_cast<int64_t>(reinterpret_cast<uintptr_t>(base) % 64);
+  const int64_t latest_start = 64 - step + offset % step;
+  return (latest_start + bytes + 63) / 64;
+}
+
+// Every cache line of the `bytes`-byte row at `row`, a row of a table whose rows span at most
+// `lines` lines (row_lines), into L1 (kLocality 3, prefetcht0) or into L2 (kLocality 2,
+// prefetcht1), for a read soon: the row's first byte and the bytes 64, 128, ... after it cover
+// its first lines - 1 lines, its last byte the last one. One prefetch per line the row can
+// span: until 2026-11-30 (seventh session) every 64th byte and the last byte were prefetched,
+// one instruction more than the lines for 136-byte int8 rows (4 for 3) and 72-byte ones (3 for
+// 2): a few percent in targeted tests, nothing visible in the full benchmark (docs/kernels.md,
+// "Memory").
+// Measured: every line beats the first line only (1.1-1.8x at dims 64-128). The builtin, not
+// _mm_prefetch: GCC 12 drops _mm_prefetch calls from functions compiled under a target pragma.
+// Inlined everywhere, so that the callers' per-ISA copies keep it in their loops.
 template <int kLocality = 3>
-[[gnu::always_inline]] inline void prefetch_row(const void* row, int64_t bytes) {
+[[gnu::always_inline]] inline void prefetch_row(const void* row, int64_t bytes, int64_t lines) {
   static_assert(kLocality == 2 || kLocality == 3, "rows are prefetched into L1 or L2");
   const char* p = static_cast<const char*>(row);
   __builtin_prefetch(p, 0, kLocality);
-  for (int64_t off = 64; off < bytes; off += 64) __builtin_prefetch(p + off, 0, kLocality);
-  __builtin_prefetch(p + bytes - 1, 0, kLocality);
+  for (int64_t k = 1; k + 1 < lines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
+  if (lines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
 }
 
 }  // namespace recsys_kernels

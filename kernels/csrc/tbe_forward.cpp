@@ -40,6 +40,7 @@ void forward_table(const TbeTable& table, const TbeInputs& in, float* out, int64
   const int64_t last = bags[in.batch];
   const bool mean = in.pooling_mode == 1;
   const float* weights = table.weights;
+  const int64_t lines = row_lines(weights, row_bytes);
   constexpr int64_t kBlock = kDim > 0 ? kDim : kMaxLocalDim;
   float acc[kBlock];
   for (int64_t b = 0; b < in.batch; ++b) {
@@ -50,7 +51,8 @@ void forward_table(const TbeTable& table, const TbeInputs& in, float* out, int64
       for (int64_t d = 0; d < cols; ++d) acc[d] = 0.0f;
       for (int64_t p = begin; p < end; ++p) {
         if (c0 == 0 && p + kAhead < last) {
-          prefetch_row(weights + static_cast<int64_t>(indices[p + kAhead]) * dim, row_bytes);
+          prefetch_row(weights + static_cast<int64_t>(indices[p + kAhead]) * dim, row_bytes,
+                       lines);
         }
         const float* w = weights + static_cast<int64_t>(indices[p]) * dim + c0;
         for (int64_t d = 0; d < cols; ++d) acc[d] += w[d];
