@@ -60,17 +60,22 @@ std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes)
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with
-// fewer tasks than threads that still moves >= 64 KiB (row reads plus output writes: one-id bags
-// of wide rows) is split so every thread gets a task: measured at batch 512, one id per bag, 2
-// threads, int8 10M x 128: 0.65-0.77 -> 1.14-1.17x FBGEMM's op (docs/kernels.md, Dispatch).
-// `bytes()` gives the call's bytes; it is asked only for a call with fewer tasks than threads.
+// fewer tasks than threads is split so every thread gets a task when it still moves >= 64 KiB
+// (row reads plus output writes: one-id bags of wide rows; measured at batch 512, one id per
+// bag, 2 threads, int8 10M x 128: 0.65-0.77 -> 1.14-1.17x FBGEMM's op), or when its rows come
+// from DRAM (`far`: the prefetch plan's far call) and every thread gets >= 256 ids: there each id
+// costs a DRAM latency, tens of ns, not the few ns of a cached row (batch 512, one id per bag, 2
+// threads, 10M x 16 int8, 45 KB: 1.12-1.14x the one-thread call; at 64 and 128 ids a split lost
+// 11-14 %, at 256 it was even; docs/kernels.md, Dispatch). `bytes()` gives the call's bytes; it
+// is asked only for a call with fewer tasks than threads.
 template <typename Bytes>
 int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables, int threads,
-                  const Bytes& bytes) {
+                  bool far, const Bytes& bytes) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
   int64_t grain = std::min(batch, avg > 0 ? (1024 + avg - 1) / avg : int64_t{1024});
   const int64_t tasks = n_tables * ((batch + grain - 1) / grain);
-  if (threads > 1 && tasks < threads && bytes() >= (int64_t{64} << 10)) {
+  if (threads > 1 && tasks < threads &&
+      ((far && n_idx >= int64_t{256} * threads) || bytes() >= (int64_t{64} << 10))) {
     const int64_t runs = (threads + n_tables - 1) / n_tables;  // per table
     grain = std::max<int64_t>(1, (batch + runs - 1) / runs);
   }

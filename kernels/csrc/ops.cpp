@@ -133,7 +133,7 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
     return sum;
   };
   const int64_t grain =
-      bag_grain(n_idx, n_bags, batch, n_tables, at::get_num_threads(), bytes);
+      bag_grain(n_idx, n_bags, batch, n_tables, at::get_num_threads(), prefetch.into_l2, bytes);
   const int64_t runs_per_table = (batch + grain - 1) / grain;
   BadIndex bad;
   at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {

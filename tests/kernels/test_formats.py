@@ -219,6 +219,34 @@ def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
         torch.set_num_threads(threads)
 
 
+def test_one_id_bags_of_a_far_table_split_over_two_threads_match_fbgemm(isa):
+    """512 one-id bags of 16-wide rows move 45 KB, under the 64 KiB split rule, but a call whose
+    rows come from DRAM (here: every table counts as far) is split once each thread gets 256
+    ids. Results equal FBGEMM's and the 1-thread ones; a bad id in the second thread's run is
+    named by its position and bag; at 2 x 255 ids (no split) the same holds."""
+    threads = torch.get_num_threads()
+    old = ops.set_far_prefetch(64, 0)
+    try:
+        for n in (512, 510):
+            table, indices, offsets = _case(3000, 16, [1] * n, seed=n)
+            for pack, op, ours in _FBGEMM_PAIRS:
+                packed = pack(table)
+                expected = op(packed, indices, offsets, False, 0, False, None, None, True)
+                torch.set_num_threads(1)
+                one = ours(packed, indices, offsets, include_last_offset=True)
+                torch.set_num_threads(2)
+                two = ours(packed, indices, offsets, include_last_offset=True)
+                assert torch.equal(one, two)
+                torch.testing.assert_close(two, expected, rtol=1e-5, atol=1e-5)
+                bad = indices.clone()
+                bad[300] = -1
+                with pytest.raises(IndexError, match=r"index -1 at position 300 \(bag 300\)"):
+                    ours(packed, bad, offsets, include_last_offset=True)
+    finally:
+        torch.set_num_threads(threads)
+        ops.set_far_prefetch(*old)
+
+
 @pytest.mark.parametrize("dim", [200, 300])
 def test_rows_of_several_column_blocks_match_fbgemm(dim, isa):
     """Rows wider than one pass (256 columns on AVX-512, 128 on AVX2) are pooled bag by bag in
