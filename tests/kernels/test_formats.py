@@ -194,12 +194,10 @@ def test_bad_index_in_a_late_run_names_its_bag(isa):
                                include_last_offset=True, table="t")  # fmt: skip
 
 
-@pytest.mark.parametrize("dim", [64, 130])
-def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
-    """512 one-id bags of wide rows move >= 64 KiB but make one task by id count: with 2 threads
-    the op splits them so each thread gets a run. Results equal FBGEMM's and the 1-thread ones,
-    and a bad id in the second thread's run is still named by its position and bag."""
-    table, indices, offsets = _case(3000, dim, [1] * 512, seed=dim)
+def _one_id_bags_on_two_threads(dim: int, bags: int, bad_at: int, bad_id: int) -> None:
+    """`bags` one-id bags of a 3000-row table: on 2 threads the same as on 1 and as FBGEMM's
+    operators, and a bad id at `bad_at` named by its position and bag."""
+    table, indices, offsets = _case(3000, dim, [1] * bags, seed=dim + bags)
     threads = torch.get_num_threads()
     try:
         for pack, op, ours in _FBGEMM_PAIRS:
@@ -212,38 +210,32 @@ def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
             assert torch.equal(one, two)
             torch.testing.assert_close(two, expected, rtol=1e-5, atol=1e-5)
             bad = indices.clone()
-            bad[400] = 3000
-            with pytest.raises(IndexError, match=r"index 3000 at position 400 \(bag 400\)"):
+            bad[bad_at] = bad_id
+            message = rf"index {bad_id} at position {bad_at} \(bag {bad_at}\)"
+            with pytest.raises(IndexError, match=message):
                 ours(packed, bad, offsets, include_last_offset=True)
     finally:
         torch.set_num_threads(threads)
 
 
-def test_one_id_bags_of_a_far_table_split_over_two_threads_match_fbgemm(isa):
+@pytest.mark.parametrize("dim", [64, 130])
+def test_few_wide_one_id_bags_split_over_two_threads_match_fbgemm(dim, isa):
+    """512 one-id bags of wide rows move >= 64 KiB but make one task by id count: with 2 threads
+    the op splits them so each thread gets a run. Results equal FBGEMM's and the 1-thread ones,
+    and a bad id in the second thread's run is still named by its position and bag."""
+    _one_id_bags_on_two_threads(dim, 512, bad_at=400, bad_id=3000)
+
+
+@pytest.mark.parametrize("bags", [512, 510])
+def test_one_id_bags_of_a_far_table_split_over_two_threads_match_fbgemm(bags, isa):
     """512 one-id bags of 16-wide rows move 45 KB, under the 64 KiB split rule, but a call whose
     rows come from DRAM (here: every table counts as far) is split once each thread gets 256
-    ids. Results equal FBGEMM's and the 1-thread ones; a bad id in the second thread's run is
-    named by its position and bag; at 2 x 255 ids (no split) the same holds."""
-    threads = torch.get_num_threads()
+    ids; 510 are not split. Either way results equal FBGEMM's and the 1-thread ones, and a bad
+    id in the second half is named by its position and bag."""
     old = ops.set_far_prefetch(64, 0)
     try:
-        for n in (512, 510):
-            table, indices, offsets = _case(3000, 16, [1] * n, seed=n)
-            for pack, op, ours in _FBGEMM_PAIRS:
-                packed = pack(table)
-                expected = op(packed, indices, offsets, False, 0, False, None, None, True)
-                torch.set_num_threads(1)
-                one = ours(packed, indices, offsets, include_last_offset=True)
-                torch.set_num_threads(2)
-                two = ours(packed, indices, offsets, include_last_offset=True)
-                assert torch.equal(one, two)
-                torch.testing.assert_close(two, expected, rtol=1e-5, atol=1e-5)
-                bad = indices.clone()
-                bad[300] = -1
-                with pytest.raises(IndexError, match=r"index -1 at position 300 \(bag 300\)"):
-                    ours(packed, bad, offsets, include_last_offset=True)
+        _one_id_bags_on_two_threads(16, bags, bad_at=300, bad_id=-1)
     finally:
-        torch.set_num_threads(threads)
         ops.set_far_prefetch(*old)
 
 
