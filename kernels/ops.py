@@ -386,8 +386,9 @@ def set_index_checks(enabled: bool) -> bool:
 
 
 def set_prefetch_distance(rows: int) -> int:
-    """Rows ahead whose cache lines are prefetched into L1 (0 turns prefetch off) in calls whose
-    tables add up to less than the far size (`set_far_prefetch`); returns the old distance."""
+    """Rows ahead whose cache lines are prefetched into L1 (default 24; 0 turns prefetch off) in
+    calls whose tables add up to less than the far size (`set_far_prefetch`); returns the old
+    distance."""
     return _ops.set_prefetch_distance(rows)
 
 

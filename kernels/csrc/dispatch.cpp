@@ -56,7 +56,9 @@ std::atomic<int>& isa_slot() {
 }
 
 std::atomic<bool> g_checks{true};
-std::atomic<int> g_prefetch{16};
+// Rows ahead for calls below the far size: 24 since 2026-11-30 (seventh session), 16 before
+// (docs/kernels.md, "Memory": ours / FBGEMM int8 on 100k-row tables up 0-20 %, most on Zipf ids).
+std::atomic<int> g_prefetch{24};
 std::atomic<int> g_far_prefetch{64};
 
 // Half the last-level cache as the OS reports it (32 MiB when it reports none).
