@@ -136,34 +136,37 @@ def sets_needed(cases: int, reps: int, calls: int) -> int:
 def interleaved(cases: dict[str, Callable[[torch.Tensor], object]], reps: int,
                 id_sets: list[torch.Tensor], before: Callable[[], object] | None = None,
                 calls: int = 1) -> dict[str, list[float]]:  # fmt: skip
-    """Seconds per sample of each case, round after round (rotating order), so that load from
-    other processes hits every op alike; ratios are then taken within a round. A sample is
+    """Seconds per sample of each case, round after round, so that load from other processes
+    hits every op alike; ratios are then taken within a round. Each round runs the cases in a
+    new order (shuffled, seeded): a rotation keeps every case behind the same neighbour, and
+    which op runs just before shifts a case's time by up to ~10 % here even with `before` in
+    between (an A/A test, docs/kernels.md "Memory"), so neighbours are drawn anew. A sample is
     `calls` consecutive calls, each on its own id set. With `before`, each sample follows an
     untimed call of it, so that every op starts from the same state, not from whatever the op
-    before it in the rotation left (an op after one on its own table found much of that table
+    before it in the round left (an op after one on its own table found much of that table
     in L2, one after the fp32 op on a 10M-row table found its own evicted: the index checks'
     cost read 1 % or 12 % by the order of the ops).
 
-    Samples take the id sets in turn (the warm-up calls first): no two samples look up the same
+    Samples take the id sets in turn (the warm-up calls first, then round by round, each round's
+    cases in their order in `cases`, whatever order they run in): no two samples look up the same
     ids while `id_sets` holds sets_needed(len(cases), reps, calls) of them (beyond that they
     are reused cyclically): a repeat would find its rows still in cache (this machine's L3 holds
     260 MB), and a 10M-row table would be read from the L3 instead of DRAM."""
     names = list(cases)
-    taken = 0
 
-    def next_sets() -> list[torch.Tensor]:
-        nonlocal taken
-        picked = [id_sets[(taken + q) % len(id_sets)] for q in range(calls)]
-        taken += calls
-        return picked
+    def sets_of(sample: int) -> list[torch.Tensor]:
+        # Warm-up samples 0..n-1, then round r's case k is sample (r + 1) * n + k: a case's sets
+        # follow from its round and place in `cases`, not from the order its round runs in.
+        return [id_sets[(sample * calls + q) % len(id_sets)] for q in range(calls)]
 
-    for name in names:
-        cases[name](next_sets()[0])
+    for k, name in enumerate(names):
+        cases[name](sets_of(k)[0])
     times: dict[str, list[float]] = {name: [] for name in names}
+    shuffle = np.random.default_rng(len(names) * 1000 + reps).permutation
     for r in range(reps):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            sets = next_sets()
+        for k in shuffle(len(names)):
+            name = names[k]
+            sets = sets_of((r + 1) * len(names) + k)
             switch = SWITCHED.get(name)
             if switch:  # a setting flipped for this case only, outside the timed sample
                 switch(True)

@@ -82,3 +82,20 @@ def test_embedding_bag_benchmark_rejects_bad_shapes_before_measuring(capsys, fla
         eb.main([flag, value])
     assert stop.value.code == 2
     assert f"expected an integer >= 1, got '{value}'" in capsys.readouterr().err
+
+
+def test_cases_run_behind_different_neighbours_from_round_to_round():
+    """Each round runs the cases in a new (seeded) order: a case's time depends on the op run
+    just before it, so no case may keep one neighbour (a rotation would)."""
+    names, reps = ["a", "b", "c", "d"], 12
+    ran: list[str] = []
+    cases = {n: (lambda ids, n=n: ran.append(n)) for n in names}
+    sets = [torch.tensor([k]) for k in range(eb.sets_needed(len(names), reps, 1))]
+    eb.interleaved(cases, reps, sets)
+    rounds = [ran[len(names) * (r + 1) : len(names) * (r + 2)] for r in range(reps)]
+    assert all(sorted(order) == names for order in rounds)  # every case once a round
+    before = {
+        n: {order[i - 1] for order in rounds for i in range(1, 4) if order[i] == n} for n in names
+    }
+    assert all(len(b) >= 2 for b in before.values())
+    assert len({tuple(order) for order in rounds}) > 3
