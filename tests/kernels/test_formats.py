@@ -86,6 +86,17 @@ def test_far_prefetch_defaults_and_bad_settings():
     assert ops.set_far_prefetch(distance, min_bytes) == (distance, min_bytes)  # unchanged
 
 
+def test_near_prefetch_default_and_bad_settings():
+    """Calls below the far size prefetch 24 ids ahead by default (16 until 2026-11-30); a
+    distance outside [0, 256] is refused and leaves the setting as it was."""
+    distance = ops.set_prefetch_distance(24)
+    assert distance == 24
+    for bad in (-1, 257):
+        with pytest.raises(RuntimeError, match=r"prefetch distance must be in \[0, 256\]"):
+            ops.set_prefetch_distance(bad)
+    assert ops.set_prefetch_distance(distance) == 24  # unchanged
+
+
 def test_batched_int4_matches_per_table_lookups(isa):
     dims, rows, batch = [8, 30, 64], [50, 9, 400], 5
     tables, ids, lengths = [], [], []
