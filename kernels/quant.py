@@ -50,24 +50,40 @@ def quantize_int4(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([packed, tail], 1).contiguous()
 
 
+def _scale_bias(packed: torch.Tensor, tail_bytes: int, fmt: str) -> tuple[int, torch.Tensor]:
+    """Code bytes per row and the rows' [N, 2] fp32 (scale, bias) from a packed table whose rows
+    end in `tail_bytes` bytes of them (two fp32 or two fp16 values)."""
+    if packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] <= tail_bytes:
+        raise ValueError(
+            f"{fmt} table: expected uint8 rows of codes plus {tail_bytes} bytes of scale and "
+            f"bias, [N, > {tail_bytes}], got {packed.dtype} {list(packed.shape)}"
+        )
+    nbytes = packed.shape[1] - tail_bytes
+    # A copy into fresh storage: a view of the slice would start at byte offset nbytes (not a
+    # multiple of the value size for a one-row table, where the slice is already contiguous).
+    tail = packed[:, nbytes:].clone(memory_format=torch.contiguous_format)
+    value = torch.float32 if tail_bytes == 8 else torch.float16
+    return nbytes, tail.view(value).float()
+
+
 def dequantize_int8(packed: torch.Tensor) -> torch.Tensor:
     """Packed int8 rows [N, D + 8] -> fp32 [N, D]."""
-    d = packed.shape[1] - 8
-    tail = packed[:, d:].contiguous().view(torch.float32)  # [N, 2]
+    d, tail = _scale_bias(packed, 8, "int8")
     return packed[:, :d].float() * tail[:, :1] + tail[:, 1:]
 
 
 def dequantize_int8_half(packed: torch.Tensor) -> torch.Tensor:
     """Compact int8 rows [N, D + 4] -> fp32 [N, D]."""
-    d = packed.shape[1] - 4
-    tail = packed[:, d:].contiguous().view(torch.float16).float()  # [N, 2]
+    d, tail = _scale_bias(packed, 4, "int8_half")
     return packed[:, :d].float() * tail[:, :1] + tail[:, 1:]
 
 
 def dequantize_int4(packed: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Packed int4 rows [N, ceil(D/2) + 4] -> fp32 [N, D] (D = 2 * code bytes unless given)."""
-    nbytes = packed.shape[1] - 4
+    nbytes, tail = _scale_bias(packed, 4, "int4")
     dim = 2 * nbytes if dim is None else dim
-    tail = packed[:, nbytes:].contiguous().view(torch.float16).float()  # [N, 2]
+    if dim not in (2 * nbytes - 1, 2 * nbytes):
+        raise ValueError(f"int4 table: rows of {nbytes} code bytes hold {2 * nbytes - 1} or "
+                         f"{2 * nbytes} columns, not dim={dim}")  # fmt: skip
     codes = torch.stack([packed[:, :nbytes] & 15, packed[:, :nbytes] >> 4], 2).flatten(1)
     return codes[:, :dim].float() * tail[:, :1] + tail[:, 1:]

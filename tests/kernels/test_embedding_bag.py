@@ -156,6 +156,35 @@ def test_quantization_error_bounds():
     )
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("dim", [1, 5, 13])
+def test_dequantize_reads_short_tables_of_odd_width(rows, dim):
+    """A one-row table's scale/bias bytes start at an odd byte offset of the same storage (the
+    slice is already contiguous): until 2026-11-30 (eighth session) dequantizing it raised a
+    RuntimeError from `Tensor.view`. Each format reads back as our lookup of each row."""
+    table = torch.randn(rows, dim, generator=torch.Generator().manual_seed(rows * 100 + dim))
+    one = torch.arange(rows)
+    for fmt, pack, unpack in (
+        ("int8", quant.quantize_int8, quant.dequantize_int8),
+        ("int8_half", quant.quantize_int8_half, quant.dequantize_int8_half),
+        ("int4", quant.quantize_int4, lambda p: quant.dequantize_int4(p, dim)),
+    ):
+        packed = pack(table)
+        got = unpack(packed)
+        assert got.shape == (rows, dim)
+        looked_up = ops.embedding_bag(packed, one, one, format=fmt, dim=dim)
+        torch.testing.assert_close(got, looked_up, rtol=1e-6, atol=1e-6, msg=fmt)
+
+
+def test_dequantize_refuses_tables_that_are_not_packed_rows():
+    with pytest.raises(ValueError, match=r"int8 table: .*8 bytes of scale and bias.*float32"):
+        quant.dequantize_int8(torch.zeros(4, 16))
+    with pytest.raises(ValueError, match=r"int8_half table: .*\[4, 4\]"):
+        quant.dequantize_int8_half(torch.zeros(4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"int4 table: rows of 3 code bytes hold 5 or 6 columns"):
+        quant.dequantize_int4(torch.zeros(2, 7, dtype=torch.uint8), dim=9)
+
+
 def test_hugepage_table_gives_the_same_results():
     g = torch.Generator().manual_seed(4)
     packed = quant.quantize_int8(torch.randn(5000, 32, generator=g))
