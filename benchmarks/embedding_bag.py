@@ -11,7 +11,9 @@ Ops (each one call from Python, the way a serving module makes it):
   fbgemm tbe int8 / int4         fbgemm_gpu's CPU table-batched int-n-bit lookup
                                  (IntNBitTableBatchedEmbeddingBagsCodegen, fp16 scale/bias in
                                  front of each row; compare with ours int8_half / ours int4)
-The fixed cost per call of each entry (one id) is measured and printed at the end.
+The fixed cost per call of each entry (one id) is measured and printed at the end: from Python
+(ours through our API and through torch.ops, FBGEMM's through torch.ops) and from TorchScript (a
+scripted loop of calls: what a scripted serving module pays, no Python in between).
 
 Grid: dims 16/64/128; pooling 1/20/100 ids per bag; tables of 100k and 10M rows; batch 512;
 uniform and Zipf(1.1) ids (hot ids scattered over the table); 1 and 2 threads. All ops of a
@@ -339,14 +341,34 @@ def summarise(rows: list[dict]) -> dict:
 _KEYS = ("rows", "dim", "pool", "ids", "threads")
 
 
+def _ours_scripted(t: torch.Tensor, i: torch.Tensor, off: torch.Tensor,
+                   reps: int) -> list[torch.Tensor]:  # fmt: skip
+    ys: list[torch.Tensor] = []
+    for _ in range(reps):  # kept in a list: TorchScript drops calls whose result goes unused
+        ys.append(torch.ops.recsys_kernels.embedding_bag(t, i, off, 0, -1, 0, None, True, "",
+                                                         None))  # fmt: skip
+    return ys
+
+
+def _fbgemm_scripted(t: torch.Tensor, i: torch.Tensor, off: torch.Tensor,
+                     reps: int) -> list[torch.Tensor]:  # fmt: skip
+    ys: list[torch.Tensor] = []
+    for _ in range(reps):
+        ys.append(torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+            t, i, off, False, 0, False, None, None, True))  # fmt: skip
+    return ys
+
+
 def call_cost_us(reps: int = 2000) -> dict[str, float]:
     """Microseconds per call of a one-id lookup through each entry: what a call costs before
-    any row is read (Python, argument parsing, dispatch, output allocation)."""
+    any row is read (Python, argument parsing, dispatch, output allocation). The TorchScript
+    entries are what a scripted serving module pays: the dispatcher, no Python."""
     torch.set_num_threads(1)
     table = packed_table(1000, 16, "int8", 0)
     idx, off = torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
     op = torch.ops.recsys_kernels.embedding_bag
     fb8 = torch.ops.quantized.embedding_bag_byte_rowwise_offsets
+    ours_ts, fbgemm_ts = torch.jit.script(_ours_scripted), torch.jit.script(_fbgemm_scripted)
     times = interleaved({
         "ours kernels.ops": lambda i: [ops.embedding_bag(table, i, off, include_last_offset=True)
                                        for _ in range(reps)],
@@ -354,6 +376,8 @@ def call_cost_us(reps: int = 2000) -> dict[str, float]:
                                      for _ in range(reps)],
         "fbgemm torch.ops": lambda i: [fb8(table, i, off, False, 0, False, None, None, True)
                                        for _ in range(reps)],
+        "ours torchscript": lambda i: ours_ts(table, i, off, reps),
+        "fbgemm torchscript": lambda i: fbgemm_ts(table, i, off, reps),
     }, 15, [idx])  # fmt: skip
     return {name: round(statistics.median(ts) / reps * 1e6, 2) for name, ts in times.items()}
 

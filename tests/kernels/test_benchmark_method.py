@@ -99,3 +99,18 @@ def test_cases_run_behind_different_neighbours_from_round_to_round():
     }
     assert all(len(b) >= 2 for b in before.values())
     assert len({tuple(order) for order in rounds}) > 3
+
+
+def test_scripted_call_loops_make_every_call_and_match_the_eager_ops():
+    """The call-cost entries for TorchScript: each scripted loop makes `reps` real lookups (its
+    results kept, so none is dropped as dead code) and returns what the eager ops return."""
+    table = eb.packed_table(50, 16, "int8", 0)
+    idx, off = torch.tensor([3], dtype=torch.int64), torch.tensor([0, 1])
+    want = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+        table, idx, off, False, 0, False, None, None, True
+    )
+    for loop in (eb._ours_scripted, eb._fbgemm_scripted):
+        got = torch.jit.script(loop)(table, idx, off, 3)
+        assert len(got) == 3
+        for y in got:
+            torch.testing.assert_close(y, want)
