@@ -41,6 +41,8 @@ struct Bags {
                           // here, never into another table's ids
   int prefetch_distance;  // rows ahead whose cache lines are prefetched (0: none)
   bool prefetch_l2;       // into L2 (the call's tables are far larger than the caches), else L1
+  int64_t prefetch_lines; // the most cache lines a row of the table spans (prefetch.h
+                          // row_lines): one prefetch each; known per table, set once per call
   const float* weights;   // every per-sample weight of the call, or nullptr
   bool mean;              // mean pooling (else sum)
   float* out;             // output of the run's first bag

@@ -14,6 +14,7 @@
 #include "dispatch.h"
 #include "embedding_bag.h"
 #include "ops.h"
+#include "prefetch.h"
 
 namespace recsys_kernels {
 
@@ -105,10 +106,11 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   const auto end_of = [&](int64_t k) -> int64_t {  // end of bag k
     return (k + 1 < offsets.numel()) ? static_cast<int64_t>(off[k + 1]) : n_idx;
   };
-  std::vector<int64_t> col(n_tables + 1, 0), table_end(n_tables);
+  std::vector<int64_t> col(n_tables + 1, 0), table_end(n_tables), lines(n_tables);
   for (int64_t t = 0; t < n_tables; ++t) {
     col[t + 1] = col[t] + tables[t].dim;
     table_end[t] = batch > 0 ? end_of((t + 1) * batch - 1) : 0;
+    lines[t] = row_lines(tables[t].data, tables[t].row_bytes);
   }
   const int64_t total_dim = col[n_tables];
   auto out = at::empty({batch, total_dim}, indices.options().dtype(out_type));
@@ -145,7 +147,7 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
       if (!direct) buf.resize(count * tab.dim);
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
-                            prefetch.into_l2, w, mode == 1,
+                            prefetch.into_l2, lines[t], w, mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
       const int64_t r = kernel(run);
