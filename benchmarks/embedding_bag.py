@@ -30,7 +30,13 @@ id over the same threads (no bags, no arithmetic), with the best of eight prefet
 look-ahead distances x L1/L2, chosen per config and table before its rounds), on the int8 table
 and, for the 4-bit ops, on the int4 one; and the gather+write limit, at pooling 1: the same
 int8 gather that also writes the output row each id makes (4 x dim bytes, into a fresh buffer
-per call), most of a one-id lookup's memory traffic. The ops of a format read the same table,
+per call), most of a one-id lookup's memory traffic; and *fetch only*: the same probe in
+fetch-only mode (every line of every id's row prefetched into L1 or L2, the faster of the two,
+nothing read; the output rows written as a lookup writes them), the rate at which the core
+brings the lookups' lines into its caches with nothing else to do. Neither probe is a bound (ours
+runs faster than both on narrow rows, whose probe loops cost more per id than the lines do);
+on 128-wide rows fetch only is the faster one, and an op's share of it there shows the room
+left. The ops of a format read the same table,
 on 2 MiB-aligned memory advised for transparent huge pages (`kernels.ops.to_hugepages`). Also
 measured: the index checks' cost (checks switched off).
 
@@ -190,11 +196,18 @@ PROBE_SETTINGS = [(d, level) for d in (8, 16, 32, 64) for level in ("L1", "L2")]
 PROBE_REPS = 7  # calibration rounds for the gather limit's prefetch setting
 
 
+FETCH_SETTINGS = [(0, "L1"), (0, "L2")]  # fetch only: lines prefetched, none read
+
+
 def fastest_gather(table: torch.Tensor, id_sets: list[torch.Tensor], calls: int = 1,
-                   before: Callable[[], object] | None = None, reps: int = PROBE_REPS):  # fmt: skip
+                   before: Callable[[], object] | None = None, reps: int = PROBE_REPS,
+                   settings: list[tuple[int, str]] = PROBE_SETTINGS,
+                   **probe_args: object):  # fmt: skip
     """The prefetch setting (distance, level) under which the flat gather of these ids runs
-    fastest: the random-gather limit is the best the memory system gives, not one setting's."""
-    cases = {s: (lambda idx, s=s: ops.gather_probe(table, idx, *s)) for s in PROBE_SETTINGS}
+    fastest: the random-gather limit is the best the memory system gives, not one setting's.
+    `probe_args` go to every probe call (output rows, fetch-only mode)."""
+    cases = {s: (lambda idx, s=s: ops.gather_probe(table, idx, *s, **probe_args))
+             for s in settings}  # fmt: skip
     times = interleaved(cases, reps, id_sets, before, calls)
     return min(times, key=lambda s: statistics.median(times[s]))
 
@@ -233,6 +246,10 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         "int8_half": th.shape[1],
         "fp32": 4 * dim,
     }
+    for fmt, table in (("int8", t8), ("int4", t4)):  # lines fetched, none read; output written
+        cases[f"fetch only {fmt}"] = lambda idx, table=table, fmt=fmt: ops.gather_probe(
+            table, idx, *fetch[fmt], 4 * dim, pool, reads=False
+        )
     if pool == 1:  # one id per bag: the output rows are most of the memory traffic
         cases["gather+write limit int8"] = lambda idx: ops.gather_probe(
             t8, idx, *probe["int8"], 4 * dim
@@ -249,18 +266,27 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     # rows that an earlier one of the same ids left in cache.
     probed = {"int8": t8, "int4": t4}  # tables whose gather limit is measured
     n_probe = sets_needed(len(PROBE_SETTINGS), PROBE_REPS, calls)
+    n_fetch = sets_needed(len(FETCH_SETTINGS), PROBE_REPS, calls)
     n_timed = sets_needed(len(cases), reps, calls)
+    n_calibration = len(probed) * (n_probe + n_fetch)
     all_sets = list(ids(rows, n, dist, seed=dim * 1000 + pool * 10 + threads,
-                        sets=len(probed) * n_probe + n_timed + 1))  # fmt: skip
+                        sets=n_calibration + n_timed + 1))  # fmt: skip
     spare, other = all_sets.pop() % OTHER_ROWS, other_table()
 
     def before() -> None:  # another table's lookup
         F.embedding_bag(spare, other, off, include_last_offset=True)
 
-    probe = {fmt: fastest_gather(table, all_sets[k * n_probe : (k + 1) * n_probe], calls, before)
-             for k, (fmt, table) in enumerate(probed.items())}  # fmt: skip
+    probe, fetch = {}, {}
+    start = 0
+    for fmt, table in probed.items():
+        probe[fmt] = fastest_gather(table, all_sets[start : start + n_probe], calls, before)
+        start += n_probe
+        fetch[fmt] = fastest_gather(table, all_sets[start : start + n_fetch], calls, before,
+                                    settings=FETCH_SETTINGS, out_row_bytes=4 * dim,
+                                    ids_per_row=pool, reads=False)  # fmt: skip
+        start += n_fetch
     try:
-        times = interleaved(cases, reps, all_sets[len(probed) * n_probe :], before, calls)
+        times = interleaved(cases, reps, all_sets[n_calibration:], before, calls)
     finally:
         ops.set_index_checks(True)
     out = []
@@ -274,15 +300,19 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
         if name.startswith("gather"):
             distance, level = probe[fmt]
             row["prefetch"] = {"distance": distance, "level": level}
+        if name.startswith("fetch only"):
+            row["prefetch"] = {"distance": 0, "level": fetch[fmt][1]}
         refs = (
             ("fbgemm", "vs_fbgemm"),
             ("fbgemm tbe", "vs_fbgemm_tbe"),
             ("gather limit", "vs_gather_limit"),
             ("gather+write limit", "vs_gather_write_limit"),
+            ("fetch only", "vs_fetch_only"),
         )
         for ref, key in refs:
             other = f"{ref} {fmt}"
-            if name.startswith("ours") and other in times:  # median of per-round ratios
+            mine = name.startswith("ours") or (name == f"fbgemm {fmt}" and ref == "fetch only")
+            if mine and other in times:  # median of per-round ratios
                 row[key] = round(statistics.median(
                     o / t for o, t in zip(times[other], ts, strict=True)), 3)  # fmt: skip
         if name == "ours int8":
@@ -296,7 +326,7 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
 
 def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables, by
-    pooling."""
+    pooling; both ops' share of the fetch-only probe, by table size."""
     out: dict = {}
     for fmt, key, label in (("int8", "vs_fbgemm", "fbgemm"), ("int4", "vs_fbgemm", "fbgemm"),
                             ("int8 (torch.ops)", "vs_fbgemm", "fbgemm"),
@@ -331,6 +361,16 @@ def summarise(rows: list[dict]) -> dict:
                       if key[0] >= 10**6 and key[2] > 1 and f"gather limit {fmt}" in s]  # fmt: skip
             if shares:
                 name = f"{op} {fmt} / gather limit {where}"
+                out[f"{name} median"] = round(statistics.median(shares), 3)
+                out[f"{name} max"] = round(max(shares), 3)
+    # Both ops against the fetch-only probe, by table size (a reference, not a bound: ours runs
+    # faster than it on narrow rows).
+    for fmt, op in itertools.product(("int8", "int4"), ("ours", "fbgemm")):
+        for size in sorted({r["rows"] for r in rows}):
+            shares = [r["vs_fetch_only"] for r in rows if r["op"] == f"{op} {fmt}"
+                      and r["rows"] == size and "vs_fetch_only" in r]  # fmt: skip
+            if shares:
+                name = f"{op} {fmt} / fetch only ({size:,} rows)"
                 out[f"{name} median"] = round(statistics.median(shares), 3)
                 out[f"{name} max"] = round(max(shares), 3)
     costs = [r["check_cost"] for r in rows if "check_cost" in r]

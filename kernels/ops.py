@@ -152,21 +152,22 @@ def gather_probe(
     level: str = "L1",
     out_row_bytes: int = 0,
     ids_per_row: int = 1,
+    reads: bool = True,
 ) -> int:
     """Benchmark only: a flat random gather of the cache lines that lookups of `indices` touch
     (no bags, no arithmetic), the row `prefetch_distance` ids ahead prefetched into `level`
     ("L1" or "L2"), over torch's threads: this machine's limit for the lookups. With
     `out_row_bytes`, it also writes an output row of that many bytes after every `ids_per_row`
     ids into a fresh buffer, as a lookup with bags of that many ids does. Returns a checksum
-    (the sum of each row's first byte per cache line and its last byte)."""
+    (the sum of each row's first byte per cache line and its last byte). With `reads=False`,
+    nothing is read: every line of every id's row is only prefetched into `level` (the
+    benchmark's "fetch only": how fast the lines arrive with nothing else to do); returns the
+    number of lines prefetched."""
     if level not in ("L1", "L2"):
         raise ValueError(f"gather_probe: level must be 'L1' or 'L2', got {level!r}")
     hint = 0 if level == "L1" else 1
-    return int(
-        _direct.gather_probe(
-            table, indices.contiguous(), prefetch_distance, hint, out_row_bytes, ids_per_row
-        )
-    )
+    args = (prefetch_distance, hint, out_row_bytes, ids_per_row, reads)
+    return int(_direct.gather_probe(table, indices.contiguous(), *args))
 
 
 def dot_interaction(

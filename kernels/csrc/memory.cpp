@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "ops.h"
 #include "prefetch.h"
@@ -38,7 +39,12 @@ namespace {
 // table (a branch-free min), so a bad id reads the last row instead of out of bounds. With
 // `out_row_bytes` > 0, also writes that many bytes to `out` after every `ids_per_row`-th id: the
 // output rows a lookup with bags of that many ids writes.
-template <typename Index, int Hint>
+// With kReads false, nothing is read: each id's lines are only prefetched, none ahead (`pd`
+// unused); the count of prefetched lines is returned. Prefetches depend on nothing, so the core
+// keeps as many line fetches in flight as its miss queues hold: how fast a lookup's lines arrive
+// with nothing else to do (the benchmark's "fetch only", output rows written as above). Not a
+// bound: its loop costs more per id than a lookup's on narrow rows.
+template <typename Index, int Hint, bool kReads>
 int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
                     int64_t pd, uint8_t* out, int64_t out_row_bytes, int64_t ids_per_row) {
   std::atomic<int64_t> total{0};
@@ -53,10 +59,15 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
     int64_t sum = 0;
     int64_t row_end = (begin / ids_per_row + 1) * ids_per_row;  // id after the next output row
     for (int64_t i = begin; i < end; ++i) {
-      if (pd > 0 && i + pd < end) prefetch_row<Hint == 0 ? 3 : 2>(row_of(i + pd), rb, lines);
-      const uint8_t* row = row_of(i);
-      for (int64_t o = 0; o < rb; o += 64) sum += row[o];
-      sum += row[rb - 1];
+      if constexpr (kReads) {
+        if (pd > 0 && i + pd < end) prefetch_row<Hint == 0 ? 3 : 2>(row_of(i + pd), rb, lines);
+        const uint8_t* row = row_of(i);
+        for (int64_t o = 0; o < rb; o += 64) sum += row[o];
+        sum += row[rb - 1];
+      } else {
+        prefetch_row<Hint == 0 ? 3 : 2>(row_of(i), rb, lines);
+        sum += lines;
+      }
       if (out_row_bytes > 0 && i + 1 == row_end) {
         std::memset(out + (row_end / ids_per_row - 1) * out_row_bytes, static_cast<int>(sum),
                     out_row_bytes);
@@ -70,12 +81,16 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
 
 template <typename Index>
 int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index* idx, int64_t n,
-                    int64_t pd, int64_t hint, uint8_t* out, int64_t out_row_bytes,
+                    int64_t pd, int64_t hint, bool reads, uint8_t* out, int64_t out_row_bytes,
                     int64_t ids_per_row) {
-  return hint == 0
-             ? flat_gather<Index, 0>(table, rows, rb, idx, n, pd, out, out_row_bytes, ids_per_row)
-             : flat_gather<Index, 1>(table, rows, rb, idx, n, pd, out, out_row_bytes,
-                                     ids_per_row);
+  const auto run = [&](auto hint_c, auto reads_c) {
+    return flat_gather<Index, decltype(hint_c)::value, decltype(reads_c)::value>(
+        table, rows, rb, idx, n, pd, out, out_row_bytes, ids_per_row);
+  };
+  using L1 = std::integral_constant<int, 0>;
+  using L2 = std::integral_constant<int, 1>;
+  if (reads) return hint == 0 ? run(L1{}, std::true_type{}) : run(L2{}, std::true_type{});
+  return hint == 0 ? run(L1{}, std::false_type{}) : run(L2{}, std::false_type{});
 }
 
 }  // namespace
@@ -83,10 +98,11 @@ int64_t flat_gather(const uint8_t* table, int64_t rows, int64_t rb, const Index*
 // Benchmark only: this machine's random-gather limit for lookups of `indices` into `table`.
 // Reads the cache lines each id's row spans (as a lookup does) with `prefetch_distance` ids of
 // look-ahead into L1 (`hint` 0) or L2 (1), spread evenly over torch's threads. Returns a
-// checksum so the reads cannot be optimised away.
+// checksum so the reads cannot be optimised away. With `reads` false, only prefetches every
+// line (flat_gather's fetch-only mode) and returns the number of lines prefetched.
 at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
                         int64_t prefetch_distance, int64_t hint, int64_t out_row_bytes,
-                        int64_t ids_per_row) {
+                        int64_t ids_per_row, bool reads) {
   TORCH_CHECK(table.dim() == 2 && table.is_contiguous() && table.size(0) >= 1 &&
                   table.size(1) >= 1 && indices.dim() == 1 && indices.is_contiguous() &&
                   (indices.scalar_type() == at::kInt || indices.scalar_type() == at::kLong),
@@ -107,9 +123,9 @@ at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
   const int64_t sum =
       indices.scalar_type() == at::kInt
           ? flat_gather(data, rows, rb, indices.data_ptr<int32_t>(), n, prefetch_distance, hint,
-                        o, out_row_bytes, ids_per_row)
+                        reads, o, out_row_bytes, ids_per_row)
           : flat_gather(data, rows, rb, indices.data_ptr<int64_t>(), n, prefetch_distance, hint,
-                        o, out_row_bytes, ids_per_row);
+                        reads, o, out_row_bytes, ids_per_row);
   return at::scalar_tensor(sum, at::kLong);
 }
 

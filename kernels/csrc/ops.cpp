@@ -253,7 +253,7 @@ TORCH_LIBRARY(recsys_kernels, m) {
         "ScalarType? out_dtype=None) -> Tensor");
   m.def("hugepage_clone(Tensor t) -> Tensor");
   m.def("gather_probe(Tensor table, Tensor indices, int prefetch_distance, int hint, "
-        "int out_row_bytes=0, int ids_per_row=1) -> Tensor");
+        "int out_row_bytes=0, int ids_per_row=1, bool reads=True) -> Tensor");
   m.def("set_isa(str isa) -> str", recsys_kernels::set_isa);
   m.def("current_isa() -> str", recsys_kernels::current_isa);
   m.def("best_isa() -> str", recsys_kernels::best_isa);

@@ -25,9 +25,10 @@ at::Tensor embedding_bags_batched(at::TensorList weights, at::IntArrayRef dims, 
                                   c10::optional<at::ScalarType> out_dtype);
 
 // Benchmark only (memory.cpp): the random-gather limit of lookups of `indices` into `table`,
-// optionally with the output rows a lookup writes (`out_row_bytes` per `ids_per_row` ids).
+// optionally with the output rows a lookup writes (`out_row_bytes` per `ids_per_row` ids);
+// with `reads` false, the lines only prefetched (the benchmark's "fetch only").
 at::Tensor gather_probe(const at::Tensor& table, const at::Tensor& indices,
                         int64_t prefetch_distance, int64_t hint, int64_t out_row_bytes,
-                        int64_t ids_per_row);
+                        int64_t ids_per_row, bool reads);
 
 }  // namespace recsys_kernels

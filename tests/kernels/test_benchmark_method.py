@@ -114,3 +114,30 @@ def test_scripted_call_loops_make_every_call_and_match_the_eager_ops():
         assert len(got) == 3
         for y in got:
             torch.testing.assert_close(y, want)
+
+
+def test_summary_gives_each_ops_share_of_the_fetch_only_probe_by_table_size():
+    """Ours' and FBGEMM's time against the fetch-only probe: median and max over the rows of each
+    table size, per format; no figure for an op or format without rows."""
+
+    def config(rows, dim, ours_share, fb_share):
+        key = {"rows": rows, "dim": dim, "pool": 20, "ids": "uniform", "threads": 1}
+        ours = {"op": "ours int8", **key, "mids_per_s": 1.0, "vs_fbgemm": 1.1,
+                "vs_fetch_only": ours_share, "check_cost": 0.01}  # fmt: skip
+        fbgemm = {"op": "fbgemm int8", **key, "mids_per_s": 1.0, "vs_fetch_only": fb_share}
+        return [ours, fbgemm]
+
+    rows = (
+        config(10**7, 128, 0.80, 0.90)
+        + config(10**7, 64, 0.70, 0.60)
+        + config(10**7, 16, 0.95, 0.73)
+        + config(10**5, 128, 1.50, 0.99)
+    )
+    out = eb.summarise(rows)
+    assert out["ours int8 / fetch only (10,000,000 rows) median"] == 0.8
+    assert out["ours int8 / fetch only (10,000,000 rows) max"] == 0.95
+    assert out["fbgemm int8 / fetch only (10,000,000 rows) median"] == 0.73
+    assert out["fbgemm int8 / fetch only (10,000,000 rows) max"] == 0.9
+    assert out["ours int8 / fetch only (100,000 rows) median"] == 1.5
+    assert out["fbgemm int8 / fetch only (100,000 rows) max"] == 0.99
+    assert not any(k.startswith("ours int4 / fetch only") for k in out)  # no int4 rows

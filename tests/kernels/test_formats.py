@@ -156,6 +156,27 @@ def test_gather_probe_reads_each_line_of_the_rows(index_dtype, level):
         assert got == expected
 
 
+@pytest.mark.parametrize("row_bytes, lines", [(136, 3), (72, 2), (24, 2), (64, 1)])
+@pytest.mark.parametrize("level", ["L1", "L2"])
+def test_gather_probe_fetch_only_prefetches_every_line_of_every_row(row_bytes, lines, level):
+    """Fetch-only mode (the benchmark's "fetch only") reads nothing and prefetches, per id, the
+    most lines a row of the table can span from its 2 MiB-aligned base (136-byte rows start at
+    most 56 bytes into a line: 3; 24-byte ones 2; 64-byte ones 1), on any thread count, bad ids
+    clamped, output rows or not."""
+    table = ops.to_hugepages(torch.zeros(500, row_bytes, dtype=torch.uint8))
+    ids = torch.randint(0, 500, (777,), generator=torch.Generator().manual_seed(5))
+    ids[[0, 100, 776]] = torch.tensor([-1, 500, 10**12])
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for out_row_bytes, ids_per_row in ((0, 1), (512, 1), (64, 20)):
+                got = ops.gather_probe(table, ids, 0, level, out_row_bytes, ids_per_row, False)
+                assert got == 777 * lines
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
     table = torch.arange(10, dtype=torch.uint8).repeat_interleave(8).reshape(10, 8)
     assert ops.gather_probe(table, torch.tensor([-1, 10, 10**12])) == 3 * 2 * 9  # last row
