@@ -39,19 +39,18 @@ template <int kLocality = 3>
 }
 
 // The lines of a row of at most kLines lines, as prefetch_row but straight-line code: the first
-// byte, the bytes `middle[1..kLines - 2]` after it (64, 128, ... capped at the row's last byte)
-// and the last byte, for rows that may span fewer lines too (a prefetch then repeats a line).
-// prefetch_row's loop and tests compile to two or three taken branches per row: on a 16-wide
-// int8 row from the caches that doubled the cost of a lookup (docs/kernels.md, "Straight-line
-// prefetch").
+// byte, the bytes 64, 128, ..., 64 (kLines - 2) after it and the last byte, for rows that may
+// span fewer lines too (a prefetch then repeats a line). The caller guarantees that those middle
+// bytes lie inside the row. prefetch_row's loop and tests compile to two or three taken branches
+// per row: on a 16-wide int8 row from the caches that doubled the cost of a lookup
+// (docs/kernels.md, "Straight-line prefetch").
 template <int kLines, int kLocality = 3>
-[[gnu::always_inline]] inline void prefetch_row_fixed(const void* row, int64_t bytes,
-                                                      const int64_t* middle) {
+[[gnu::always_inline]] inline void prefetch_row_fixed(const void* row, int64_t bytes) {
   static_assert(kLines >= 1 && (kLocality == 2 || kLocality == 3));
   const char* p = static_cast<const char*>(row);
   __builtin_prefetch(p, 0, kLocality);
 #pragma GCC unroll 8
-  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + middle[k], 0, kLocality);
+  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
   if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
 }
 
