@@ -188,6 +188,20 @@ def test_gather_probe_clamps_bad_ids_and_rejects_bad_arguments():
         ops.gather_probe(table, torch.tensor([0]), out_row_bytes=64, ids_per_row=0)
 
 
+def test_gather_probe_fetch_only_rejects_bad_arguments():
+    """Fetch-only mode checks its arguments as the reading probe does: a clear error naming the
+    argument for a bad level, output row size or table/index shape, nothing prefetched."""
+    table = torch.zeros(10, 24, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="level"):
+        ops.gather_probe(table, torch.tensor([0]), 0, "L3", reads=False)
+    with pytest.raises(RuntimeError, match="ids_per_row >= 1, got 64 and 0"):
+        ops.gather_probe(table, torch.tensor([0]), 0, "L1", 64, 0, reads=False)
+    with pytest.raises(RuntimeError, match="int32 or int64 indices"):
+        ops.gather_probe(table, torch.tensor([0.5]), 0, "L1", reads=False)
+    with pytest.raises(RuntimeError, match=r"\[rows >= 1, bytes >= 1\] table"):
+        ops.gather_probe(torch.zeros(0, 24, dtype=torch.uint8), torch.tensor([0]), reads=False)
+
+
 # (FBGEMM's prepack, FBGEMM's lookup, ours) for its byte and 4-bit formats.
 _FBGEMM_PAIRS = (
     (torch.ops.quantized.embedding_bag_byte_prepack,
