@@ -38,6 +38,8 @@ bench: install
 	$(PY) -m benchmarks.data_throughput
 	$(PY) -m benchmarks.quality
 	$(PY) benchmarks/preprocess.py
+	mkdir -p build && $(CC) -O2 -march=native benchmarks/memory_probes.c -o build/memory_probes
+	build/memory_probes --json benchmarks/results/memory_probes.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,354 @@
+/* Two properties of this machine's memory that bound the embedding-bag lookups (issue 5), with
+ * no torch and no FBGEMM involved: docs/benchmarks.md ("What the arithmetic costs on rows from
+ * memory") reads its numbers.
+ *
+ * 1. Load latency by working set: a pointer chase over one 64-byte line after another in a
+ *    random cyclic order, in a 2 MiB-aligned buffer advised for huge pages (as the benchmark's
+ *    tables are). Shows which table sizes the caches hold and which wait on DRAM.
+ * 2. What a row's arithmetic adds to a lookup whose rows come from memory. Tables in FBGEMM's
+ *    int8 layout (D codes, then fp32 scale and bias), batch 512 x pooling 20, uniform ids, one
+ *    thread, every variant prefetching the row 24 ids ahead into L1 (our kernel's near plan):
+ *      touch       one byte of each cache line of the row: memory only
+ *      touch+nops  the touch, plus one NOP per instruction of a row's arithmetic: the same
+ *                  number of instructions to decode and retire, nothing to execute
+ *      touch+hot   the touch, plus a row's arithmetic (widen, convert, FMA per 16 codes) on
+ *                  bytes in L1: the same instructions, none waiting on the row
+ *      lookup      the arithmetic on the row's own bytes, bag sums stored: the lookup itself
+ *    The variants run interleaved (rotating order, a fresh id set per sample); medians. On a
+ *    cache-resident table (1000 rows) "lookup" is the arithmetic's own cost; on larger tables,
+ *    lookup - touch is what of it the core did not hide behind the misses.
+ *
+ *     cc -O2 -march=native benchmarks/memory_probes.c -o /tmp/memory_probes && \
+ *       /tmp/memory_probes [--quick] [--dims D ...] [--json FILE]   (dims: 128 64 16)
+ *
+ * Prints a table; with --json writes the numbers there (written to FILE.tmp, then renamed).
+ * Needs AVX-512 (AVX-512F/BW); exits with a message on a machine without it.
+ */
+#define _GNU_SOURCE
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+enum { kBatch = 512, kPool = 20, kIds = kBatch * kPool, kAhead = 24, kMaxDim = 256 };
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t next_random(uint64_t* state) { /* xorshift64 */
+  *state ^= *state << 13;
+  *state ^= *state >> 7;
+  *state ^= *state << 17;
+  return *state;
+}
+
+static int by_value(const void* a, const void* b) {
+  const double x = *(const double*)a, y = *(const double*)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double* v, int n) {
+  qsort(v, (size_t)n, sizeof *v, by_value);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* 2 MiB-aligned, advised for huge pages; exits with a message when memory runs out. */
+static char* huge_buffer(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  const size_t size = (bytes + huge - 1) / huge * huge;
+  char* p = aligned_alloc(huge, size);
+  if (!p) {
+    fprintf(stderr, "memory_probes: cannot allocate %zu MiB\n", size >> 20);
+    exit(1);
+  }
+  madvise(p, size, MADV_HUGEPAGE);
+  return p;
+}
+
+/* ---- 1. load latency ---------------------------------------------------------------------- */
+
+static double chase_ns(size_t bytes) {
+  const size_t lines = bytes / 64;
+  char* buf = huge_buffer(bytes);
+  size_t* order = malloc(lines * sizeof *order);
+  if (!order) exit(1);
+  for (size_t i = 0; i < lines; ++i) order[i] = i;
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (size_t i = lines - 1; i > 0; --i) { /* Fisher-Yates: one cycle through every line */
+    const size_t j = next_random(&state) % (i + 1), t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  for (size_t i = 0; i < lines; ++i) {
+    *(void**)(buf + order[i] * 64) = buf + order[(i + 1) % lines] * 64;
+  }
+  void** p = (void**)(buf + order[0] * 64);
+  long steps = (long)lines * 8;
+  if (steps < 4000000) steps = 4000000;
+  if (steps > 20000000) steps = 20000000;
+  for (size_t i = 0; i < lines; ++i) p = (void**)*p; /* one lap to settle */
+  const double t0 = now();
+  for (long i = 0; i < steps; ++i) p = (void**)*p;
+  const double ns = (now() - t0) / (double)steps * 1e9;
+  if (p == NULL) puts(""); /* keeps the chase */
+  free(order);
+  free(buf);
+  return ns;
+}
+
+/* ---- 2. the arithmetic on rows from memory ------------------------------------------------ */
+
+typedef struct {
+  const uint8_t* table;
+  int64_t row_bytes;
+  int vectors; /* 16-code vectors per row: dim / 16 */
+} Table;
+
+/* The row's lines, into L1: its first byte, +64, ... and its last byte. */
+static inline __attribute__((always_inline)) void prefetch_row(const uint8_t* row,
+                                                               const int64_t row_bytes) {
+#pragma GCC unroll 8
+  for (int64_t b = 0; b < row_bytes - 1; b += 64) __builtin_prefetch(row + b, 0, 3);
+  __builtin_prefetch(row + row_bytes - 1, 0, 3);
+}
+
+/* One byte of each of the row's lines. */
+static inline __attribute__((always_inline)) long touch_row(const uint8_t* row,
+                                                            const int64_t row_bytes) {
+  long sum = row[row_bytes - 1];
+#pragma GCC unroll 8
+  for (int64_t b = 0; b < row_bytes - 1; b += 64) sum += row[b];
+  return sum;
+}
+
+/* acc += scale * codes, 16 codes per vector: what FBGEMM's kernel and ours do per row. */
+static inline __attribute__((always_inline)) void row_arithmetic(const uint8_t* codes, float scale,
+                                                         int vectors, __m512* acc) {
+  const __m512 s = _mm512_set1_ps(scale);
+#pragma GCC unroll 16
+  for (int k = 0; k < vectors; ++k) {
+    const __m128i c = _mm_loadu_si128((const __m128i*)(codes + 16 * k));
+    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s, acc[k]);
+  }
+}
+
+typedef enum { kTouch, kTouchNops, kTouchHot, kLookup, kVariants } Variant;
+static const char* const kVariantNames[kVariants] = {"touch", "touch+nops", "touch+hot", "lookup"};
+
+/* One batch: kBatch bags of kPool ids; returns a checksum so nothing is optimised away.
+ * `vectors` is a constant where the dispatcher below calls it, so the loops unroll and the
+ * accumulators live in registers, as in a real kernel. */
+static inline __attribute__((always_inline)) double batch(const Table* t, const int64_t* ids, Variant v,
+                                                  const uint8_t* hot, float* out,
+                                                  const int vectors) {
+  const int64_t row_bytes = 16 * vectors + 8; /* = t->row_bytes, as a constant */
+  long sum = 0;
+  __m512 acc[kMaxDim / 16];
+  for (int bag = 0; bag < kBatch; ++bag) {
+#pragma GCC unroll 16
+    for (int k = 0; k < vectors; ++k) acc[k] = _mm512_setzero_ps();
+    for (int j = 0; j < kPool; ++j) {
+      const int64_t i = (int64_t)bag * kPool + j;
+      prefetch_row(t->table + ids[i + kAhead] * row_bytes, row_bytes);
+      const uint8_t* row = t->table + ids[i] * row_bytes;
+      if (v == kLookup) {
+        float scale;
+        memcpy(&scale, row + 16 * vectors, sizeof scale);
+        row_arithmetic(row, scale, vectors, acc);
+      } else {
+        sum += touch_row(row, row_bytes);
+        if (v == kTouchHot) row_arithmetic(hot + 16 * (j & 3), (float)j, vectors, acc);
+        /* as many instructions as the arithmetic, each a NOP: decoded, allocated, retired,
+         * never executed (6-byte NOPs, so that the decoded-uop cache holds them) */
+        if (v == kTouchNops) __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * vectors));
+      }
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k < vectors; ++k) _mm512_storeu_ps(out + (bag * vectors + k) * 16, acc[k]);
+  }
+  return (double)sum + out[1];
+}
+
+#define VARIANT_CASE(n)                                                           \
+  case n:                                                                         \
+    return v == kLookup      ? batch(t, ids, kLookup, hot, out, n)                \
+           : v == kTouchHot  ? batch(t, ids, kTouchHot, hot, out, n)              \
+           : v == kTouchNops ? batch(t, ids, kTouchNops, hot, out, n)             \
+                             : batch(t, ids, kTouch, hot, out, n);
+
+static double run_batch(const Table* t, const int64_t* ids, Variant v, const uint8_t* hot,
+                        float* out) {
+  switch (t->vectors) {
+    VARIANT_CASE(1) VARIANT_CASE(2) VARIANT_CASE(3) VARIANT_CASE(4) VARIANT_CASE(5)
+    VARIANT_CASE(6) VARIANT_CASE(7) VARIANT_CASE(8) VARIANT_CASE(9) VARIANT_CASE(10)
+    VARIANT_CASE(11) VARIANT_CASE(12) VARIANT_CASE(13) VARIANT_CASE(14) VARIANT_CASE(15)
+    VARIANT_CASE(16)
+    default: return 0;
+  }
+}
+
+/* ns per id of each variant on a table of `rows` rows of `dim` int8 codes. */
+static void arithmetic_cost(int64_t rows, int dim, int samples, double* ns) {
+  Table t = {NULL, dim + 8, dim / 16};
+  uint8_t* table = (uint8_t*)huge_buffer((size_t)(rows * t.row_bytes));
+  uint64_t state = 88172645463325252ull;
+  for (int64_t b = 0; b + 8 <= rows * t.row_bytes; b += 8) {
+    const uint64_t word = next_random(&state);
+    memcpy(table + b, &word, 8);
+  }
+  for (int64_t r = 0; r < rows; ++r) { /* a finite scale and bias in every row */
+    const float sb[2] = {1.0f / (float)(1 + r % 7), (float)(r % 5)};
+    memcpy(table + r * t.row_bytes + dim, sb, sizeof sb);
+  }
+  t.table = table;
+  const int64_t per_set = kIds + kAhead;
+  int64_t* ids = malloc((size_t)(per_set * samples * kVariants) * sizeof *ids);
+  float* out = aligned_alloc(64, (size_t)kBatch * kMaxDim * sizeof(float));
+  uint8_t hot[kMaxDim + 64];
+  if (!ids || !out) exit(1);
+  for (int i = 0; i < kMaxDim + 64; ++i) hot[i] = (uint8_t)(i * 7);
+  for (int64_t i = 0; i < per_set * samples * kVariants; ++i) {
+    ids[i] = (int64_t)(next_random(&state) % (uint64_t)rows);
+  }
+  double* times[kVariants];
+  for (int v = 0; v < kVariants; ++v) times[v] = malloc((size_t)(samples) * sizeof(double));
+  double check = 0;
+  const int64_t* next = ids;
+  for (int s = 0; s < samples; ++s) {
+    for (int k = 0; k < kVariants; ++k) {
+      const Variant v = (Variant)((k + s) % kVariants); /* rotate who goes first */
+      const double t0 = now();
+      check += run_batch(&t, next, v, hot, out);
+      times[v][s] = (now() - t0) / kIds * 1e9;
+      next += per_set; /* every sample on ids no earlier sample looked up */
+    }
+  }
+  for (int v = 0; v < kVariants; ++v) {
+    ns[v] = median(times[v], samples);
+    free(times[v]);
+  }
+  if (check == 1.2345) puts("");
+  free(ids);
+  free(out);
+  free(table);
+}
+
+/* The CPU's model name from /proc/cpuinfo, for the JSON ("unknown" where there is none). */
+static void cpu_model(char* name, size_t size) {
+  snprintf(name, size, "unknown");
+  FILE* f = fopen("/proc/cpuinfo", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    const char* colon = strchr(line, ':');
+    if (!strncmp(line, "model name", 10) && colon) {
+      snprintf(name, size, "%s", colon + 2);
+      name[strcspn(name, "\n\"\\")] = '\0'; /* one line, nothing to escape */
+      break;
+    }
+  }
+  fclose(f);
+}
+
+/* ---- report -------------------------------------------------------------------------------- */
+
+int main(int argc, char** argv) {
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) {
+    fprintf(stderr, "memory_probes: needs AVX-512 (F and BW); this CPU lacks it\n");
+    return 2;
+  }
+  int quick = 0, dims[8] = {128, 64, 16}, n_dims = 3;
+  const char* json = NULL;
+  for (int a = 1; a < argc; ++a) {
+    if (!strcmp(argv[a], "--quick")) {
+      quick = 1;
+    } else if (!strcmp(argv[a], "--json") && a + 1 < argc) {
+      json = argv[++a];
+    } else if (!strcmp(argv[a], "--dims")) {
+      n_dims = 0;
+      while (a + 1 < argc && argv[a + 1][0] != '-' && n_dims < 8) {
+        const int d = atoi(argv[++a]);
+        if (d < 16 || d > kMaxDim || d % 16) {
+          fprintf(stderr, "memory_probes: --dims takes multiples of 16 in [16, %d], got %s\n",
+                  kMaxDim, argv[a]);
+          return 2;
+        }
+        dims[n_dims++] = d;
+      }
+      if (!n_dims) {
+        fprintf(stderr, "memory_probes: --dims needs at least one width\n");
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "usage: %s [--quick] [--dims D ...] [--json FILE]\n", argv[0]);
+      return 2;
+    }
+  }
+  const size_t kib[] = {32, 256, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576};
+  const int n_sizes = quick ? 6 : 10;
+  double latency[10];
+  printf("load latency (pointer chase, 64-byte lines, random cycle, huge pages)\n");
+  printf("%12s %10s\n", "working set", "ns/load");
+  for (int i = 0; i < n_sizes; ++i) {
+    latency[i] = chase_ns(kib[i] << 10);
+    printf("%9zu KiB %10.1f\n", kib[i], latency[i]);
+    fflush(stdout);
+  }
+  const int64_t table_rows[] = {1000, 100000, 10000000};
+  const int n_tables = quick ? 2 : 3, samples = quick ? 6 : 100;
+  double cost[8][3][kVariants];
+  printf("\nint8 rows, batch %d x pooling %d, 1 thread, ns per id (median of %d samples)\n",
+         kBatch, kPool, samples);
+  printf("%5s %9s %8s %11s %10s %8s %15s\n", "dim", "rows", "touch", "touch+nops", "touch+hot",
+         "lookup", "lookup - touch");
+  for (int d = 0; d < n_dims; ++d) {
+    for (int i = 0; i < n_tables; ++i) {
+      arithmetic_cost(table_rows[i], dims[d], samples, cost[d][i]);
+      printf("%5d %9lld %8.2f %11.2f %10.2f %8.2f %15.2f\n", dims[d], (long long)table_rows[i],
+             cost[d][i][kTouch], cost[d][i][kTouchNops], cost[d][i][kTouchHot],
+             cost[d][i][kLookup], cost[d][i][kLookup] - cost[d][i][kTouch]);
+      fflush(stdout);
+    }
+  }
+  if (json) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", json);
+    FILE* f = fopen(tmp, "w");
+    if (!f) {
+      fprintf(stderr, "memory_probes: cannot write %s\n", tmp);
+      return 1;
+    }
+    char cpu[256], date[32];
+    const time_t t = time(NULL);
+    cpu_model(cpu, sizeof cpu);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    fprintf(f, "{\n  \"cpu\": \"%s\", \"date\": \"%s\",\n", cpu, date);
+    fprintf(f, "  \"load_latency_ns\": {");
+    for (int i = 0; i < n_sizes; ++i) fprintf(f, "%s\"%zu KiB\": %.1f", i ? ", " : "", kib[i], latency[i]);
+    fprintf(f, "},\n  \"batch\": %d, \"pooling\": %d, \"prefetch_ahead\": %d,\n", kBatch, kPool,
+            kAhead);
+    fprintf(f, "  \"int8_ns_per_id\": [");
+    for (int d = 0; d < n_dims; ++d) {
+      for (int i = 0; i < n_tables; ++i) {
+        fprintf(f, "%s\n    {\"dim\": %d, \"rows\": %lld", d || i ? "," : "", dims[d],
+                (long long)table_rows[i]);
+        for (int v = 0; v < kVariants; ++v) {
+          fprintf(f, ", \"%s\": %.2f", kVariantNames[v], cost[d][i][v]);
+        }
+        fprintf(f, "}");
+      }
+    }
+    fprintf(f, "\n  ]\n}\n");
+    if (fclose(f) != 0 || rename(tmp, json) != 0) {
+      fprintf(stderr, "memory_probes: cannot write %s\n", json);
+      return 1;
+    }
+  }
+  return 0;
+}
