@@ -9,14 +9,15 @@
  *    int8 layout (D codes, then fp32 scale and bias), batch 512 x pooling 20, uniform ids, one
  *    thread, every variant prefetching the row 24 ids ahead into L1 (our kernel's near plan):
  *      touch       one byte of each cache line of the row: memory only
- *      touch+nops  the touch, plus one NOP per instruction of a row's arithmetic: the same
- *                  number of instructions to decode and retire, nothing to execute
- *      touch+hot   the touch, plus a row's arithmetic (widen, convert, FMA per 16 codes) on
- *                  bytes in L1: the same instructions, none waiting on the row
+ *      touch+nops  the touch, plus one NOP per vector instruction of a row's arithmetic (3
+ *                  per 16 codes): as many to decode and retire, nothing to execute
+ *      touch+hot   the touch, plus a row's arithmetic (widen, convert, FMA per 16 codes; the
+ *                  bias summed) on one of 4 rows kept in L1: the same instructions, none
+ *                  waiting on the row
  *      lookup      the arithmetic on the row's own bytes, bag sums stored: the lookup itself
  *    The variants run interleaved (rotating order, a fresh id set per sample); medians. On a
- *    cache-resident table (1000 rows) "lookup" is the arithmetic's own cost; on larger tables,
- *    lookup - touch is what of it the core did not hide behind the misses.
+ *    cache-resident table (1000 rows) lookup - touch is the arithmetic's own cost; on tables
+ *    served from memory, it is what of the arithmetic the core did not hide behind the misses.
  *
  *     cc -O2 -march=native benchmarks/memory_probes.c -o /tmp/memory_probes && \
  *       /tmp/memory_probes [--quick] [--dims D ...] [--json FILE]   (dims: 128 64 16)
@@ -104,12 +105,6 @@ static double chase_ns(size_t bytes) {
 
 /* ---- 2. the arithmetic on rows from memory ------------------------------------------------ */
 
-typedef struct {
-  const uint8_t* table;
-  int64_t row_bytes;
-  int vectors; /* 16-code vectors per row: dim / 16 */
-} Table;
-
 /* The row's lines, into L1: its first byte, +64, ... and its last byte. */
 static inline __attribute__((always_inline)) void prefetch_row(const uint8_t* row,
                                                                const int64_t row_bytes) {
@@ -127,64 +122,78 @@ static inline __attribute__((always_inline)) long touch_row(const uint8_t* row,
   return sum;
 }
 
-/* acc += scale * codes, 16 codes per vector: what FBGEMM's kernel and ours do per row. */
-static inline __attribute__((always_inline)) void row_arithmetic(const uint8_t* codes, float scale,
-                                                         int vectors, __m512* acc) {
-  const __m512 s = _mm512_set1_ps(scale);
+/* A row's arithmetic, as FBGEMM's kernel and ours do it: acc += scale * codes, 16 codes per
+ * vector (widen, convert, FMA), and the bias summed as a scalar, added once per bag. */
+static inline __attribute__((always_inline)) void row_arithmetic(const uint8_t* row,
+                                                                 const int vectors, __m512* acc,
+                                                                 float* bias) {
+  float scale_bias[2];
+  memcpy(scale_bias, row + 16 * vectors, sizeof scale_bias);
+  const __m512 s = _mm512_set1_ps(scale_bias[0]);
+  *bias += scale_bias[1];
 #pragma GCC unroll 16
   for (int k = 0; k < vectors; ++k) {
-    const __m128i c = _mm_loadu_si128((const __m128i*)(codes + 16 * k));
+    const __m128i c = _mm_loadu_si128((const __m128i*)(row + 16 * k));
     acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s, acc[k]);
   }
 }
 
 typedef enum { kTouch, kTouchNops, kTouchHot, kLookup, kVariants } Variant;
-static const char* const kVariantNames[kVariants] = {"touch", "touch+nops", "touch+hot", "lookup"};
+static const char* const kVariantNames[kVariants] = {"touch", "touch+nops", "touch+hot",
+                                                     "lookup"};
 
-/* One batch: kBatch bags of kPool ids; returns a checksum so nothing is optimised away.
- * `vectors` is a constant where the dispatcher below calls it, so the loops unroll and the
- * accumulators live in registers, as in a real kernel. */
-static inline __attribute__((always_inline)) double batch(const Table* t, const int64_t* ids, Variant v,
-                                                  const uint8_t* hot, float* out,
-                                                  const int vectors) {
-  const int64_t row_bytes = 16 * vectors + 8; /* = t->row_bytes, as a constant */
+/* One batch of kBatch bags of kPool ids from `table` (rows of `vectors` 16-code vectors, then
+ * scale and bias); `hot` holds 4 rows of the same layout that stay in L1. Returns a checksum,
+ * so that nothing is optimised away. Called with `vectors` a constant (run_batch), so the
+ * loops unroll and the accumulators live in registers, as in a real kernel. */
+static inline __attribute__((always_inline)) double batch(const uint8_t* table,
+                                                          const int64_t* ids, const Variant v,
+                                                          const uint8_t* hot, float* out,
+                                                          const int vectors) {
+  const int64_t row_bytes = 16 * vectors + 8;
   long sum = 0;
+  float bias = 0.0f;
   __m512 acc[kMaxDim / 16];
   for (int bag = 0; bag < kBatch; ++bag) {
 #pragma GCC unroll 16
     for (int k = 0; k < vectors; ++k) acc[k] = _mm512_setzero_ps();
     for (int j = 0; j < kPool; ++j) {
       const int64_t i = (int64_t)bag * kPool + j;
-      prefetch_row(t->table + ids[i + kAhead] * row_bytes, row_bytes);
-      const uint8_t* row = t->table + ids[i] * row_bytes;
+      prefetch_row(table + ids[i + kAhead] * row_bytes, row_bytes);
+      const uint8_t* row = table + ids[i] * row_bytes;
       if (v == kLookup) {
-        float scale;
-        memcpy(&scale, row + 16 * vectors, sizeof scale);
-        row_arithmetic(row, scale, vectors, acc);
+        row_arithmetic(row, vectors, acc, &bias);
       } else {
         sum += touch_row(row, row_bytes);
-        if (v == kTouchHot) row_arithmetic(hot + 16 * (j & 3), (float)j, vectors, acc);
-        /* as many instructions as the arithmetic, each a NOP: decoded, allocated, retired,
-         * never executed (6-byte NOPs, so that the decoded-uop cache holds them) */
-        if (v == kTouchNops) __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * vectors));
+        if (v == kTouchHot) row_arithmetic(hot + (j & 3) * row_bytes, vectors, acc, &bias);
+        /* As many instructions as the arithmetic's vector part, each a NOP: decoded,
+         * allocated and retired, never executed (6-byte NOPs: the decoded-uop cache holds
+         * them, as it holds the arithmetic). */
+        if (v == kTouchNops) {
+          __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * vectors));
+        }
       }
     }
+    const __m512 b = _mm512_set1_ps(bias);
 #pragma GCC unroll 16
-    for (int k = 0; k < vectors; ++k) _mm512_storeu_ps(out + (bag * vectors + k) * 16, acc[k]);
+    for (int k = 0; k < vectors; ++k) {
+      _mm512_storeu_ps(out + (bag * vectors + k) * 16, _mm512_add_ps(acc[k], b));
+    }
+    bias = 0.0f;
   }
   return (double)sum + out[1];
 }
 
-#define VARIANT_CASE(n)                                                           \
-  case n:                                                                         \
-    return v == kLookup      ? batch(t, ids, kLookup, hot, out, n)                \
-           : v == kTouchHot  ? batch(t, ids, kTouchHot, hot, out, n)              \
-           : v == kTouchNops ? batch(t, ids, kTouchNops, hot, out, n)             \
-                             : batch(t, ids, kTouch, hot, out, n);
+#define VARIANT_CASE(n)                                                    \
+  case n:                                                                  \
+    return v == kLookup      ? batch(table, ids, kLookup, hot, out, n)     \
+           : v == kTouchHot  ? batch(table, ids, kTouchHot, hot, out, n)   \
+           : v == kTouchNops ? batch(table, ids, kTouchNops, hot, out, n)  \
+                             : batch(table, ids, kTouch, hot, out, n);
 
-static double run_batch(const Table* t, const int64_t* ids, Variant v, const uint8_t* hot,
-                        float* out) {
-  switch (t->vectors) {
+static double run_batch(const uint8_t* table, int vectors, const int64_t* ids, Variant v,
+                        const uint8_t* hot, float* out) {
+  switch (vectors) {
     VARIANT_CASE(1) VARIANT_CASE(2) VARIANT_CASE(3) VARIANT_CASE(4) VARIANT_CASE(5)
     VARIANT_CASE(6) VARIANT_CASE(7) VARIANT_CASE(8) VARIANT_CASE(9) VARIANT_CASE(10)
     VARIANT_CASE(11) VARIANT_CASE(12) VARIANT_CASE(13) VARIANT_CASE(14) VARIANT_CASE(15)
@@ -193,38 +202,42 @@ static double run_batch(const Table* t, const int64_t* ids, Variant v, const uin
   }
 }
 
-/* ns per id of each variant on a table of `rows` rows of `dim` int8 codes. */
-static void arithmetic_cost(int64_t rows, int dim, int samples, double* ns) {
-  Table t = {NULL, dim + 8, dim / 16};
-  uint8_t* table = (uint8_t*)huge_buffer((size_t)(rows * t.row_bytes));
-  uint64_t state = 88172645463325252ull;
-  for (int64_t b = 0; b + 8 <= rows * t.row_bytes; b += 8) {
-    const uint64_t word = next_random(&state);
+/* `rows` rows of `dim` random int8 codes, each with a finite scale and bias after them. */
+static uint8_t* int8_table(int64_t rows, int dim, uint64_t* state) {
+  const int64_t row_bytes = dim + 8;
+  uint8_t* table = (uint8_t*)huge_buffer((size_t)(rows * row_bytes));
+  for (int64_t b = 0; b + 8 <= rows * row_bytes; b += 8) {
+    const uint64_t word = next_random(state);
     memcpy(table + b, &word, 8);
   }
-  for (int64_t r = 0; r < rows; ++r) { /* a finite scale and bias in every row */
-    const float sb[2] = {1.0f / (float)(1 + r % 7), (float)(r % 5)};
-    memcpy(table + r * t.row_bytes + dim, sb, sizeof sb);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float scale_bias[2] = {1.0f / (float)(1 + r % 7), (float)(r % 5)};
+    memcpy(table + r * row_bytes + dim, scale_bias, sizeof scale_bias);
   }
-  t.table = table;
+  return table;
+}
+
+/* ns per id of each variant on a table of `rows` rows of `dim` int8 codes. */
+static void arithmetic_cost(int64_t rows, int dim, int samples, double* ns) {
+  uint64_t state = 88172645463325252ull;
+  uint8_t* table = int8_table(rows, dim, &state);
+  uint8_t* hot = int8_table(4, dim, &state);
   const int64_t per_set = kIds + kAhead;
   int64_t* ids = malloc((size_t)(per_set * samples * kVariants) * sizeof *ids);
   float* out = aligned_alloc(64, (size_t)kBatch * kMaxDim * sizeof(float));
-  uint8_t hot[kMaxDim + 64];
   if (!ids || !out) exit(1);
-  for (int i = 0; i < kMaxDim + 64; ++i) hot[i] = (uint8_t)(i * 7);
   for (int64_t i = 0; i < per_set * samples * kVariants; ++i) {
     ids[i] = (int64_t)(next_random(&state) % (uint64_t)rows);
   }
   double* times[kVariants];
-  for (int v = 0; v < kVariants; ++v) times[v] = malloc((size_t)(samples) * sizeof(double));
+  for (int v = 0; v < kVariants; ++v) times[v] = malloc((size_t)samples * sizeof(double));
   double check = 0;
   const int64_t* next = ids;
   for (int s = 0; s < samples; ++s) {
     for (int k = 0; k < kVariants; ++k) {
       const Variant v = (Variant)((k + s) % kVariants); /* rotate who goes first */
       const double t0 = now();
-      check += run_batch(&t, next, v, hot, out);
+      check += run_batch(table, dim / 16, next, v, hot, out);
       times[v][s] = (now() - t0) / kIds * 1e9;
       next += per_set; /* every sample on ids no earlier sample looked up */
     }
@@ -236,6 +249,7 @@ static void arithmetic_cost(int64_t rows, int dim, int samples, double* ns) {
   if (check == 1.2345) puts("");
   free(ids);
   free(out);
+  free(hot);
   free(table);
 }
 
@@ -330,7 +344,9 @@ int main(int argc, char** argv) {
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
     fprintf(f, "{\n  \"cpu\": \"%s\", \"date\": \"%s\",\n", cpu, date);
     fprintf(f, "  \"load_latency_ns\": {");
-    for (int i = 0; i < n_sizes; ++i) fprintf(f, "%s\"%zu KiB\": %.1f", i ? ", " : "", kib[i], latency[i]);
+    for (int i = 0; i < n_sizes; ++i) {
+      fprintf(f, "%s\"%zu KiB\": %.1f", i ? ", " : "", kib[i], latency[i]);
+    }
     fprintf(f, "},\n  \"batch\": %d, \"pooling\": %d, \"prefetch_ahead\": %d,\n", kBatch, kPool,
             kAhead);
     fprintf(f, "  \"int8_ns_per_id\": [");
