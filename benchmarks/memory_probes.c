@@ -59,15 +59,23 @@ static double median(double* v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* 2 MiB-aligned, advised for huge pages; exits with a message when memory runs out. */
+/* At least `bytes`, aligned to `alignment` (a power of two); exits with a message when memory
+ * runs out. */
+static void* must_alloc(size_t alignment, size_t bytes) {
+  bytes = (bytes + alignment - 1) / alignment * alignment; /* as aligned_alloc requires */
+  void* p = aligned_alloc(alignment, bytes);
+  if (!p) {
+    fprintf(stderr, "memory_probes: cannot allocate %zu MiB\n", (bytes + (1 << 20) - 1) >> 20);
+    exit(1);
+  }
+  return p;
+}
+
+/* 2 MiB-aligned, advised for huge pages. */
 static char* huge_buffer(size_t bytes) {
   const size_t huge = (size_t)2 << 20;
   const size_t size = (bytes + huge - 1) / huge * huge;
-  char* p = aligned_alloc(huge, size);
-  if (!p) {
-    fprintf(stderr, "memory_probes: cannot allocate %zu MiB\n", size >> 20);
-    exit(1);
-  }
+  char* p = must_alloc(huge, size);
   madvise(p, size, MADV_HUGEPAGE);
   return p;
 }
@@ -77,8 +85,7 @@ static char* huge_buffer(size_t bytes) {
 static double chase_ns(size_t bytes) {
   const size_t lines = bytes / 64;
   char* buf = huge_buffer(bytes);
-  size_t* order = malloc(lines * sizeof *order);
-  if (!order) exit(1);
+  size_t* order = must_alloc(64, lines * sizeof *order);
   for (size_t i = 0; i < lines; ++i) order[i] = i;
   uint64_t state = 0x9E3779B97F4A7C15ull;
   for (size_t i = lines - 1; i > 0; --i) { /* Fisher-Yates: one cycle through every line */
@@ -223,14 +230,13 @@ static void arithmetic_cost(int64_t rows, int dim, int samples, double* ns) {
   uint8_t* table = int8_table(rows, dim, &state);
   uint8_t* hot = int8_table(4, dim, &state);
   const int64_t per_set = kIds + kAhead;
-  int64_t* ids = malloc((size_t)(per_set * samples * kVariants) * sizeof *ids);
-  float* out = aligned_alloc(64, (size_t)kBatch * kMaxDim * sizeof(float));
-  if (!ids || !out) exit(1);
+  int64_t* ids = must_alloc(64, (size_t)(per_set * samples * kVariants) * sizeof *ids);
+  float* out = must_alloc(64, (size_t)kBatch * kMaxDim * sizeof(float));
   for (int64_t i = 0; i < per_set * samples * kVariants; ++i) {
     ids[i] = (int64_t)(next_random(&state) % (uint64_t)rows);
   }
   double* times[kVariants];
-  for (int v = 0; v < kVariants; ++v) times[v] = malloc((size_t)samples * sizeof(double));
+  for (int v = 0; v < kVariants; ++v) times[v] = must_alloc(64, (size_t)samples * sizeof(double));
   double check = 0;
   const int64_t* next = ids;
   for (int s = 0; s < samples; ++s) {
