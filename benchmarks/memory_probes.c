@@ -1,4 +1,4 @@
-/* Two properties of this machine's memory that bound the embedding-bag lookups (issue 5), with
+/* Three properties of this machine's memory that bound the embedding-bag lookups (issue 5), with
  * no torch and no FBGEMM involved: docs/benchmarks.md ("What the arithmetic costs on rows from
  * memory") reads its numbers.
  *
@@ -18,6 +18,10 @@
  *    The variants run interleaved (rotating order, a fresh id set per sample); medians. On a
  *    cache-resident table (1000 rows) lookup - touch is the arithmetic's own cost; on tables
  *    served from memory, it is what of the arithmetic the core did not hide behind the misses.
+ * 3. Address translation: a chase through lines each in its own 4 KiB page (L2-resident data)
+ *    against the same lines packed: whether translations are 2 MiB- or 4 KiB-grained here
+ *    (a VM's hypervisor can map its huge pages in 4 KiB ones), and what a page walk costs on
+ *    spans of 16 MiB to 1 GiB (section 3 below).
  *
  *     cc -O2 -march=native benchmarks/memory_probes.c -o /tmp/memory_probes && \
  *       /tmp/memory_probes [--quick] [--dims D ...] [--json FILE]   (dims: 128 64 16)
@@ -82,31 +86,67 @@ static char* huge_buffer(size_t bytes) {
 
 /* ---- 1. load latency ---------------------------------------------------------------------- */
 
-static double chase_ns(size_t bytes) {
-  const size_t lines = bytes / 64;
-  char* buf = huge_buffer(bytes);
-  size_t* order = must_alloc(64, lines * sizeof *order);
-  for (size_t i = 0; i < lines; ++i) order[i] = i;
+/* ns per load of a pointer chase through the lines at `offsets` (n of them) of `buf`, visited
+ * in one random cycle; `steps` loads timed after one lap to settle. */
+static double chase_through(char* buf, const size_t* offsets, size_t n, long steps) {
+  size_t* order = must_alloc(64, n * sizeof *order);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
   uint64_t state = 0x9E3779B97F4A7C15ull;
-  for (size_t i = lines - 1; i > 0; --i) { /* Fisher-Yates: one cycle through every line */
+  for (size_t i = n - 1; i > 0; --i) { /* Fisher-Yates: one cycle through every line */
     const size_t j = next_random(&state) % (i + 1), t = order[i];
     order[i] = order[j];
     order[j] = t;
   }
-  for (size_t i = 0; i < lines; ++i) {
-    *(void**)(buf + order[i] * 64) = buf + order[(i + 1) % lines] * 64;
+  for (size_t i = 0; i < n; ++i) {
+    *(void**)(buf + offsets[order[i]]) = buf + offsets[order[(i + 1) % n]];
   }
-  void** p = (void**)(buf + order[0] * 64);
-  long steps = (long)lines * 8;
-  if (steps < 4000000) steps = 4000000;
-  if (steps > 20000000) steps = 20000000;
-  for (size_t i = 0; i < lines; ++i) p = (void**)*p; /* one lap to settle */
+  void** p = (void**)(buf + offsets[order[0]]);
+  for (size_t i = 0; i < n; ++i) p = (void**)*p; /* one lap to settle */
   const double t0 = now();
   for (long i = 0; i < steps; ++i) p = (void**)*p;
   const double ns = (now() - t0) / (double)steps * 1e9;
   if (p == NULL) puts(""); /* keeps the chase */
   free(order);
+  return ns;
+}
+
+static double chase_ns(size_t bytes) {
+  const size_t lines = bytes / 64;
+  char* buf = huge_buffer(bytes);
+  size_t* offsets = must_alloc(64, lines * sizeof *offsets);
+  for (size_t i = 0; i < lines; ++i) offsets[i] = i * 64;
+  long steps = (long)lines * 8;
+  if (steps < 4000000) steps = 4000000;
+  if (steps > 20000000) steps = 20000000;
+  const double ns = chase_through(buf, offsets, lines, steps);
+  free(offsets);
   free(buf);
+  return ns;
+}
+
+/* ---- 3. address translation ---------------------------------------------------------------
+ * A chase through n lines, each in its own 4 KiB page of a buffer on 2 MiB pages, the pages
+ * `stride` bytes apart (the line within each page varies, so the lines spread over the cache's
+ * sets), against the same n lines packed side by side: at most 1 MiB of lines, so both stay
+ * in L2 and what separates them is finding each line's translation. With 2 MiB translations n
+ * pages 4 KiB apart would need n / 512 TLB entries; a step where n passes the TLB's 4 KiB
+ * entries (64 in the first level) shows translations kept at 4 KiB. Pages `stride` apart over
+ * a large span show what a page walk costs as the table grows. */
+enum { kPageBytes = 4096 };
+
+static double pages_chase_ns(char* buf, size_t n, size_t stride) {
+  size_t* offsets = must_alloc(64, n * sizeof *offsets);
+  for (size_t i = 0; i < n; ++i) offsets[i] = i * stride + (i * 37 % 64) * 64;
+  const double ns = chase_through(buf, offsets, n, 4000000);
+  free(offsets);
+  return ns;
+}
+
+static double packed_chase_ns(char* buf, size_t n) {
+  size_t* offsets = must_alloc(64, n * sizeof *offsets);
+  for (size_t i = 0; i < n; ++i) offsets[i] = i * 64;
+  const double ns = chase_through(buf, offsets, n, 4000000);
+  free(offsets);
   return ns;
 }
 
@@ -336,6 +376,30 @@ int main(int argc, char** argv) {
       fflush(stdout);
     }
   }
+  /* 3. translation: one line per 4 KiB page against the same lines packed, then 4096 pages
+   * spread over growing spans. */
+  const size_t page_counts[] = {32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+  const size_t spans_mib[] = {16, 64, 256, 1024};
+  const int n_counts = 10, n_spans = quick ? 2 : 4;
+  double per_page[10], packed[10], spread[4];
+  char* pages = huge_buffer(spans_mib[n_spans - 1] << 20);
+  memset(pages, 1, spans_mib[n_spans - 1] << 20); /* faulted in before any chase */
+  printf("\naddress translation (pointer chase, L2-resident lines, huge pages), ns/load\n");
+  printf("%7s %16s %8s\n", "lines", "one per 4K page", "packed");
+  for (int i = 0; i < n_counts; ++i) {
+    per_page[i] = pages_chase_ns(pages, page_counts[i], kPageBytes);
+    packed[i] = packed_chase_ns(pages, page_counts[i]);
+    printf("%7zu %16.1f %8.1f\n", page_counts[i], per_page[i], packed[i]);
+    fflush(stdout);
+  }
+  printf("4096 lines, one per 4K page, spread over:");
+  for (int i = 0; i < n_spans; ++i) {
+    spread[i] = pages_chase_ns(pages, 4096, (spans_mib[i] << 20) / 4096);
+    printf(" %zu MiB %.1f", spans_mib[i], spread[i]);
+    fflush(stdout);
+  }
+  printf("\n");
+  free(pages);
   if (json) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", json);
@@ -366,7 +430,19 @@ int main(int argc, char** argv) {
         fprintf(f, "}");
       }
     }
-    fprintf(f, "\n  ]\n}\n");
+    fprintf(f, "\n  ],\n  \"translation_ns\": {\"one_line_per_4k_page\": {");
+    for (int i = 0; i < n_counts; ++i) {
+      fprintf(f, "%s\"%zu\": %.1f", i ? ", " : "", page_counts[i], per_page[i]);
+    }
+    fprintf(f, "},\n    \"packed\": {");
+    for (int i = 0; i < n_counts; ++i) {
+      fprintf(f, "%s\"%zu\": %.1f", i ? ", " : "", page_counts[i], packed[i]);
+    }
+    fprintf(f, "},\n    \"4096_pages_over\": {");
+    for (int i = 0; i < n_spans; ++i) {
+      fprintf(f, "%s\"%zu MiB\": %.1f", i ? ", " : "", spans_mib[i], spread[i]);
+    }
+    fprintf(f, "}}\n}\n");
     if (fclose(f) != 0 || rename(tmp, json) != 0) {
       fprintf(stderr, "memory_probes: cannot write %s\n", json);
       return 1;

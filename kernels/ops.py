@@ -393,6 +393,14 @@ def set_prefetch_distance(rows: int) -> int:
     return _ops.set_prefetch_distance(rows)
 
 
+def set_prefetch_lead(near: int, far: int) -> tuple[int, int]:
+    """Rows by which a row's first cache line is prefetched before its other lines, for rows of
+    3 or more lines, in calls with the near and the far plan (defaults 4 and 16; 0: all lines
+    at once; a lead not below the distance is ignored); returns the previous pair."""
+    old = _ops.set_prefetch_lead(near, far)
+    return int(old[0]), int(old[1])
+
+
 def set_far_prefetch(distance: int, min_table_bytes: int) -> tuple[int, int]:
     """Calls whose tables add up to at least `min_table_bytes` (default: half the last-level
     cache, so most rows come from DRAM) prefetch rows `distance` ids ahead (default 64; 0: none)

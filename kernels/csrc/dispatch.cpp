@@ -60,6 +60,10 @@ std::atomic<bool> g_checks{true};
 // (docs/kernels.md, "Memory": ours / FBGEMM int8 on 100k-row tables up 0-20 %, most on Zipf ids).
 std::atomic<int> g_prefetch{24};
 std::atomic<int> g_far_prefetch{64};
+// Rows by which a row's first line is prefetched before its others (0: all at once), near and
+// far plans (2026-12-01, eleventh session; docs/kernels.md, "Prefetch lead").
+std::atomic<int> g_near_lead{4};
+std::atomic<int> g_far_lead{16};
 
 // Half the last-level cache as the OS reports it (32 MiB when it reports none).
 int64_t default_far_bytes() {
@@ -86,9 +90,18 @@ int64_t set_prefetch_distance(int64_t rows) {
   return g_prefetch.exchange(static_cast<int>(rows));
 }
 
+std::vector<int64_t> set_prefetch_lead(int64_t near, int64_t far) {
+  TORCH_CHECK(near >= 0 && near <= 256 && far >= 0 && far <= 256,
+              "recsys_kernels: prefetch leads must be in [0, 256], got ", near, " and ", far);
+  return {g_near_lead.exchange(static_cast<int>(near)),
+          g_far_lead.exchange(static_cast<int>(far))};
+}
+
 PrefetchPlan prefetch_plan(int64_t table_bytes) {
-  if (table_bytes >= g_far_bytes.load()) return {g_far_prefetch.load(), true};
-  return {g_prefetch.load(), false};
+  const bool far = table_bytes >= g_far_bytes.load();
+  const int distance = far ? g_far_prefetch.load() : g_prefetch.load();
+  const int lead = far ? g_far_lead.load() : g_near_lead.load();
+  return {distance, lead < distance ? lead : 0, far};
 }
 
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {

@@ -40,6 +40,8 @@ struct Bags {
   int64_t prefetch_end;   // end of this table's ids: prefetching runs on into later bags up to
                           // here, never into another table's ids
   int prefetch_distance;  // rows ahead whose cache lines are prefetched (0: none)
+  int prefetch_lead;      // rows by which a row's first line is prefetched before its others
+                          // (rows of 3 or more lines; 0: all lines at once)
   bool prefetch_l2;       // into L2 (the call's tables are far larger than the caches), else L1
   int64_t prefetch_lines; // the most cache lines a row of the table spans (prefetch.h
                           // row_lines): one prefetch each; known per table, set once per call

@@ -147,7 +147,7 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
       if (!direct) buf.resize(count * tab.dim);
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
-                            prefetch.into_l2, lines[t], w, mode == 1,
+                            prefetch.lead, prefetch.into_l2, lines[t], w, mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
       const int64_t r = kernel(run);
@@ -259,6 +259,7 @@ TORCH_LIBRARY(recsys_kernels, m) {
   m.def("best_isa() -> str", recsys_kernels::best_isa);
   m.def("set_index_checks(bool enabled) -> bool", recsys_kernels::set_index_checks);
   m.def("set_prefetch_distance(int rows) -> int", recsys_kernels::set_prefetch_distance);
+  m.def("set_prefetch_lead(int near, int far) -> int[]", recsys_kernels::set_prefetch_lead);
   m.def("set_far_prefetch(int distance, int min_table_bytes) -> int[]",
         recsys_kernels::set_far_prefetch);
 }

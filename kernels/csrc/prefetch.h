@@ -54,4 +54,14 @@ template <int kLines, int kLocality = 3>
   if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
 }
 
+// The lines of prefetch_row_fixed but the first: a row whose first line was prefetched earlier
+// (its page walk started then).
+template <int kLines, int kLocality = 3>
+[[gnu::always_inline]] inline void prefetch_row_rest(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+#pragma GCC unroll 8
+  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
+  if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
+}
+
 }  // namespace recsys_kernels

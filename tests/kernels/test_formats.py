@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.quantized.*)
 import pytest
 import torch
@@ -73,6 +75,50 @@ def test_threads_and_prefetch_settings_do_not_change_results():
                 assert torch.equal(got, expected)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
+def test_prefetch_leads_do_not_change_results(lengths, isa):
+    """A row's first line prefetched `lead` rows before its others, under the near plan (rows of
+    3 lines: 128-wide int8, the only ones it applies to there) and the far plan, with leads
+    shorter than, equal to and beyond the distance (then ignored), one-id bags (the singles
+    path) and bags of 0-8 ids with weights: results equal the lookup with no prefetch at all,
+    bit for bit, and FBGEMM's operator."""
+    table, indices, offsets = _case(4000, 128, lengths, seed=11)
+    weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(2))
+    packed = torch.ops.quantized.embedding_bag_byte_prepack(table)
+    fbgemm = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+        packed, indices, offsets, False, 0, False, weights, None, True
+    )
+    old = (ops.set_prefetch_distance(0), ops.set_far_prefetch(0, 1 << 62),
+           ops.set_prefetch_lead(0, 0))  # fmt: skip
+    try:
+        expected = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
+                                          include_last_offset=True)  # fmt: skip
+        torch.testing.assert_close(expected, fbgemm, rtol=1e-5, atol=1e-5)
+        for distance, lead, far in itertools.product((0, 1, 8, 24), (1, 4, 8, 30), (False, True)):
+            ops.set_prefetch_distance(distance)
+            ops.set_far_prefetch(distance, 0 if far else 1 << 62)
+            ops.set_prefetch_lead(lead, lead)
+            got = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
+                                         include_last_offset=True)  # fmt: skip
+            assert torch.equal(got, expected), (distance, lead, far)
+    finally:
+        ops.set_prefetch_distance(old[0])
+        ops.set_far_prefetch(*old[1])
+        ops.set_prefetch_lead(*old[2])
+
+
+def test_prefetch_lead_defaults_and_bad_settings():
+    """Leads of 4 rows (near plan) and 16 (far plan) by default; a lead outside [0, 256] is
+    refused by name and leaves both as they were."""
+    leads = ops.set_prefetch_lead(0, 0)
+    assert leads == (4, 16)
+    ops.set_prefetch_lead(*leads)
+    for bad in ((-1, 16), (4, 257)):
+        with pytest.raises(RuntimeError, match=r"prefetch leads must be in \[0, 256\], got"):
+            ops.set_prefetch_lead(*bad)
+    assert ops.set_prefetch_lead(*leads) == leads  # unchanged
 
 
 def test_far_prefetch_defaults_and_bad_settings():

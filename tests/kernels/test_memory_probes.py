@@ -56,7 +56,7 @@ def test_an_unwritable_json_path_is_an_error_naming_it(probe: Path, tmp_path: Pa
     assert not target.exists()
 
 
-def test_quick_run_writes_every_latency_and_variant(probe: Path, tmp_path: Path) -> None:
+def test_quick_run_writes_every_measurement(probe: Path, tmp_path: Path) -> None:
     target = tmp_path / "probes.json"
     run = subprocess.run([str(probe), "--quick", "--dims", "16", "64", "--json", str(target)],
                          capture_output=True, text=True, check=True)  # fmt: skip
@@ -73,3 +73,10 @@ def test_quick_run_writes_every_latency_and_variant(probe: Path, tmp_path: Path)
         values = [r[v] for v in ("touch", "touch+nops", "touch+hot", "lookup")]
         assert all(math.isfinite(v) and v > 0 for v in values)
     assert "lookup - touch" in run.stdout
+    translation = data["translation_ns"]
+    counts = ["32", "64", "128", "256", "512", "1024", "2048", "4096", "8192", "16384"]
+    assert list(translation["one_line_per_4k_page"]) == counts
+    assert list(translation["packed"]) == counts
+    assert list(translation["4096_pages_over"]) == ["16 MiB", "64 MiB"]  # --quick: two spans
+    values = [v for part in translation.values() for v in part.values()]
+    assert all(math.isfinite(v) and v > 0 for v in values)
