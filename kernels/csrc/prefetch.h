@@ -38,6 +38,18 @@ template <int kLocality = 3>
   if (lines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
 }
 
+// The lines of prefetch_row_fixed but the first: the bytes 64, 128, ..., 64 (kLines - 2) after
+// the row's first byte and its last byte. Alone, for a row whose first line was prefetched
+// earlier (the prefetch lead: its page walk started then).
+template <int kLines, int kLocality = 3>
+[[gnu::always_inline]] inline void prefetch_row_rest(const void* row, int64_t bytes) {
+  static_assert(kLines >= 1 && (kLocality == 2 || kLocality == 3));
+  const char* p = static_cast<const char*>(row);
+#pragma GCC unroll 8
+  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
+  if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
+}
+
 // The lines of a row of at most kLines lines, as prefetch_row but straight-line code: the first
 // byte, the bytes 64, 128, ..., 64 (kLines - 2) after it and the last byte, for rows that may
 // span fewer lines too (a prefetch then repeats a line). The caller guarantees that those middle
@@ -46,22 +58,8 @@ template <int kLocality = 3>
 // (docs/kernels.md, "Straight-line prefetch").
 template <int kLines, int kLocality = 3>
 [[gnu::always_inline]] inline void prefetch_row_fixed(const void* row, int64_t bytes) {
-  static_assert(kLines >= 1 && (kLocality == 2 || kLocality == 3));
-  const char* p = static_cast<const char*>(row);
-  __builtin_prefetch(p, 0, kLocality);
-#pragma GCC unroll 8
-  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
-  if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
-}
-
-// The lines of prefetch_row_fixed but the first: a row whose first line was prefetched earlier
-// (its page walk started then).
-template <int kLines, int kLocality = 3>
-[[gnu::always_inline]] inline void prefetch_row_rest(const void* row, int64_t bytes) {
-  const char* p = static_cast<const char*>(row);
-#pragma GCC unroll 8
-  for (int k = 1; k + 1 < kLines; ++k) __builtin_prefetch(p + 64 * k, 0, kLocality);
-  if constexpr (kLines > 1) __builtin_prefetch(p + bytes - 1, 0, kLocality);
+  __builtin_prefetch(row, 0, kLocality);
+  prefetch_row_rest<kLines, kLocality>(row, bytes);
 }
 
 }  // namespace recsys_kernels
