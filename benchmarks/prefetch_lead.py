@@ -46,6 +46,13 @@ FBGEMM_OPS = {
 }
 
 
+def current_leads() -> tuple[int, int]:
+    """The leads (near, far) in force, read by setting them back."""
+    leads = ops.set_prefetch_lead(0, 0)
+    ops.set_prefetch_lead(*leads)
+    return leads
+
+
 def bench_lead(fmt: str, rows: int, dim: int, pool: int, dist: str, threads: int,
                reps: int) -> dict:  # fmt: skip
     """ns per id of FBGEMM's op and of ours with the default lead and with lead 0."""
@@ -54,8 +61,7 @@ def bench_lead(fmt: str, rows: int, dim: int, pool: int, dist: str, threads: int
     n = eb.BATCH * pool
     offsets = torch.arange(0, n + 1, pool)
     fbgemm = getattr(torch.ops.quantized, FBGEMM_OPS[fmt])
-    default = ops.set_prefetch_lead(0, 0)
-    ops.set_prefetch_lead(*default)
+    default = current_leads()
 
     def ours(idx: torch.Tensor) -> torch.Tensor:
         return ops.embedding_bag(table, idx, offsets, format=fmt, include_last_offset=True)
@@ -103,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
-    leads = ops.set_prefetch_lead(0, 0)
-    ops.set_prefetch_lead(*leads)  # read, then restored
-    print(f"prefetch leads (near, far): {leads}")
+    if not args.out.parent.is_dir():  # refused before minutes of measuring, not after
+        parser.error(f"--out: no directory {args.out.parent}")
+    print(f"prefetch leads (near, far): {current_leads()}")
     print("| format | rows | dim | pool | ids | threads | fbgemm ns | lead ns | no lead ns | "
           "lead vs fbgemm | no lead vs fbgemm | speed-up from lead |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

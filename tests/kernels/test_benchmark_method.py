@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks import embedding_bag as eb
-from benchmarks import prefetch_policy
+from benchmarks import prefetch_lead, prefetch_policy
 
 
 def _record(names: list[str], reps: int, calls: int, n_sets: int) -> tuple[dict, list[int]]:
@@ -67,6 +67,19 @@ def test_prefetch_policy_rejects_zero_rounds_before_measuring(capsys):
         prefetch_policy.main(["--reps", "0"])
     assert stop.value.code == 2
     assert "--reps must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--reps", "0"], "--reps must be at least 1, got 0"),
+     (["--out", "/nonexistent-dir/lead.json"], "--out: no directory /nonexistent-dir")],
+)  # fmt: skip
+def test_prefetch_lead_rejects_bad_arguments_before_measuring(capsys, args, message):
+    with pytest.raises(SystemExit) as stop:
+        prefetch_lead.main(args)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert prefetch_lead.current_leads() == (4, 16)  # settings untouched
 
 
 def test_far_setting_reads_without_changing():
