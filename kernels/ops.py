@@ -44,6 +44,8 @@ FORMATS = {"int8": 0, "int8_half": 1, "int4": 2}
 _Tensor = torch.Tensor
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
+_is_dynamo_compiling = torch.compiler.is_dynamo_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
 def _entry(
@@ -53,21 +55,33 @@ def _entry(
     per_sample_weights: torch.Tensor | None,
     tables: Sequence[torch.Tensor] = (),
 ) -> Any:
-    """Where a lookup goes: the direct binding (about 1 us per call) for plain tensors in eager
-    mode, else the registered operator (about 5 us from Python), which tracing, scripting,
-    torch.compile, torch.export and tensor subclasses (fake, functional) need. Written out
-    test by test: this runs on every call, and each Python step costs ~0.1 us here."""
+    """Where a lookup goes when the eager call (`_direct.embedding_bag_eager`, the plain-tensor
+    test in C++) was not taken or declined: the direct binding for plain tensors in eager mode,
+    else the registered operator, which tracing, scripting, torch.compile, torch.export, tensor
+    subclasses (fake, functional) and dispatch modes (fake tensors, make_fx, FLOP counters)
+    need: the direct binding goes around the dispatcher. Dynamo (torch.compile, strict export)
+    folds is_dynamo_compiling to True while it traces; non-strict export traces fake tensors
+    under a dispatch mode."""
     if (
-        type(indices) is _Tensor
+        not _is_dynamo_compiling()  # first: dynamo folds it to True and reads no further
+        and type(indices) is _Tensor
         and type(offsets) is _Tensor
         and (weight is None or type(weight) is _Tensor)
         and (per_sample_weights is None or type(per_sample_weights) is _Tensor)
-        and all(type(t) is _Tensor for t in tables)
+        and (not tables or all(type(t) is _Tensor for t in tables))
         and not _is_tracing()
-        and not _is_compiling()
+        and not _dispatch_modes()
     ):
         return _direct
     return _ops
+
+
+def _code(codes: dict[str, int], name: str, what: str) -> int:
+    """The operator's code for a format or mode name; a clear error for an unknown one (the
+    eager path's C++ says the same: bindings.cpp, code_of)."""
+    if name not in codes:
+        raise ValueError(f"recsys_kernels: unknown {what} {name!r} (one of {', '.join(codes)})")
+    return codes[name]
 
 
 def _offsets_of(indices: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -96,13 +110,20 @@ def embedding_bag(
     4-bit layout); `dim` is needed only for an odd int4 dim. Bags come from offsets (with or
     without the trailing end) or lengths; indices and offsets may be int32 or int64, mixed.
     """
+    if offsets is not None and lengths is None and not _is_dynamo_compiling():
+        out = _direct.embedding_bag_eager(
+            weight, indices, offsets, format, dim, mode, per_sample_weights, include_last_offset,
+            table, out_dtype,
+        )  # fmt: skip
+        if out is not None:  # plain tensors in eager mode (None: the operator, below)
+            return out
     if (offsets is None) == (lengths is None):
         raise ValueError("give exactly one of offsets and lengths")
     if lengths is not None:
         offsets, include_last_offset = _offsets_of(indices, lengths), True
     return _entry(weight, indices, offsets, per_sample_weights).embedding_bag(
-        weight, indices, offsets, FORMATS[format], -1 if dim is None else dim, MODES[mode],
-        per_sample_weights, include_last_offset, table, out_dtype,
+        weight, indices, offsets, _code(FORMATS, format, "format"), -1 if dim is None else dim,
+        _code(MODES, mode, "mode"), per_sample_weights, include_last_offset, table, out_dtype,
     )  # fmt: skip
 
 
@@ -133,10 +154,16 @@ def embedding_bags(
     """All of a model's tables in one call (TBE layout): offsets [T * B + 1] over the indices
     concatenated table after table; returns [B, sum(dims)] in table order, the interaction
     layer's input."""
+    if not _is_dynamo_compiling():
+        out = _direct.embedding_bags_eager(
+            tables, dims, indices, offsets, format, mode, per_sample_weights, names, out_dtype
+        )  # fmt: skip
+        if out is not None:  # plain tensors in eager mode (None: the operator, below)
+            return out
     names = names if names is not None else [f"table{t}" for t in range(len(tables))]
     return _entry(None, indices, offsets, per_sample_weights, tables).embedding_bags_batched(
-        tables, dims, FORMATS[format], indices, offsets, MODES[mode], per_sample_weights, names,
-        out_dtype,
+        tables, dims, _code(FORMATS, format, "format"), indices, offsets,
+        _code(MODES, mode, "mode"), per_sample_weights, names, out_dtype,
     )  # fmt: skip
 
 

@@ -6,14 +6,112 @@
 // whole lookup of a few hundred one-id bags; these bindings reach the same C++ functions in
 // about 1 us. kernels.ops uses them for plain tensors in eager mode; scripting, tracing,
 // torch.compile and torch.export keep using the registered operators (ops.cpp).
+#include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
+
+#include <cstring>
+#include <optional>
 
 #include "autograd_ops.h"
 #include "dispatch.h"
 #include "ops.h"
 
+namespace {
+
+namespace py = pybind11;
+
+// Whether a lookup may skip the dispatcher: every tensor a plain torch.Tensor or an
+// nn.Parameter (no other subclass: fake and functional tensors need their own dispatch), no torch.jit.trace recording and no dispatch
+// mode active (fake tensors, make_fx, FLOP counters: they see only dispatcher calls). The Python
+// wrapper checks the last case, dynamo, itself (is_dynamo_compiling, which dynamo folds).
+bool eager_plain(std::initializer_list<py::handle> tensors) {
+  for (py::handle t : tensors) {
+    if (!t.is_none() && !THPVariable_CheckExact(t.ptr())) return false;
+  }
+  return !torch::jit::tracer::isTracing() && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
+}
+
+int64_t code_of(const std::string& name, const char* what,
+                std::initializer_list<const char*> names) {
+  int64_t code = 0;
+  for (const char* n : names) {
+    if (name == n) return code;
+    ++code;
+  }
+  std::string known;
+  for (const char* n : names) known += std::string(known.empty() ? "" : ", ") + n;
+  throw py::value_error("recsys_kernels: unknown " + std::string(what) + " '" + name +
+                        "' (one of " + known + ")");
+}
+
+int64_t format_code(const std::string& f) { return code_of(f, "format", {"int8", "int8_half", "int4"}); }
+int64_t mode_code(const std::string& m) { return code_of(m, "mode", {"sum", "mean"}); }
+
+const at::Tensor& unpack(py::handle t) { return THPVariable_Unpack(t.ptr()); }
+
+// kernels.ops.embedding_bag in eager mode, in one call from Python: the plain-tensor test and
+// the format and mode names in C++, where a call whose code and data were evicted by other work
+// (a model's other tables and layers) pays far fewer cache misses than in Python (a cold call:
+// 5-6 us against 10-13 us; docs/kernels.md, "Call cost"). None when the lookup must go through
+// the registered operator instead (eager_plain).
+py::object embedding_bag_eager(py::handle weight, py::handle indices, py::handle offsets,
+                               const std::string& format, std::optional<int64_t> dim,
+                               const std::string& mode, py::handle per_sample_weights,
+                               bool include_last_offset, const std::string& table,
+                               std::optional<at::ScalarType> out_dtype) {
+  const int64_t f = format_code(format), m = mode_code(mode);
+  if (!eager_plain({weight, indices, offsets, per_sample_weights})) return py::none();
+  std::optional<at::Tensor> psw;
+  if (!per_sample_weights.is_none()) psw = unpack(per_sample_weights);
+  at::Tensor out;
+  {
+    py::gil_scoped_release no_gil;
+    out = recsys_kernels::embedding_bag(unpack(weight), unpack(indices), unpack(offsets), f,
+                                        dim.value_or(-1), m, psw, include_last_offset, table,
+                                        out_dtype);
+  }
+  return py::cast(std::move(out));
+}
+
+// kernels.ops.embedding_bags in eager mode, the same way (tables: a list or tuple of tensors).
+py::object embedding_bags_eager(py::handle tables, const std::vector<int64_t>& dims,
+                                py::handle indices, py::handle offsets, const std::string& format,
+                                const std::string& mode, py::handle per_sample_weights,
+                                std::optional<std::vector<std::string>> names,
+                                std::optional<at::ScalarType> out_dtype) {
+  const int64_t f = format_code(format), m = mode_code(mode);
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(tables);
+  std::vector<at::Tensor> weights;
+  weights.reserve(seq.size());
+  for (py::handle t : seq) {
+    if (!THPVariable_CheckExact(t.ptr())) return py::none();
+    weights.push_back(unpack(t));
+  }
+  if (!eager_plain({indices, offsets, per_sample_weights})) return py::none();
+  if (!names) {
+    names.emplace();
+    for (size_t t = 0; t < weights.size(); ++t) names->push_back("table" + std::to_string(t));
+  }
+  std::optional<at::Tensor> psw;
+  if (!per_sample_weights.is_none()) psw = unpack(per_sample_weights);
+  at::Tensor out;
+  {
+    py::gil_scoped_release no_gil;
+    out = recsys_kernels::embedding_bags_batched(weights, dims, f, unpack(indices),
+                                                 unpack(offsets), m, psw, *names, out_dtype);
+  }
+  return py::cast(std::move(out));
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  namespace py = pybind11;
+  m.def("embedding_bag_eager", &embedding_bag_eager,
+        "kernels.ops.embedding_bag's eager call (None: go through the operator)");
+  m.def("embedding_bags_eager", &embedding_bags_eager,
+        "kernels.ops.embedding_bags's eager call (None: go through the operator)");
   m.def("embedding_bag", &recsys_kernels::embedding_bag,
         py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.embedding_bag, called directly (same arguments, all given)");

@@ -9,7 +9,12 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <ATen/EmptyTensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/SmallVector.h>
 
 #include "dispatch.h"
 #include "embedding_bag.h"
@@ -29,7 +34,7 @@ struct Table {
   int64_t rows;
   int64_t row_bytes;
   int64_t dim;
-  std::string name;
+  std::string_view name;  // the caller's string, alive for the whole call
 };
 
 Format to_format(int64_t f) {
@@ -51,18 +56,22 @@ Table check_table(const at::Tensor& w, Format f, int64_t dim, const std::string&
   return {w.data_ptr<uint8_t>(), w.size(0), w.size(1), dim, name};
 }
 
-// Offsets must be non-negative, non-decreasing and within the indices. One cheap pass; the
-// table name is looked up only for the error.
+// Offsets must be non-negative, non-decreasing and within the indices. One pass without
+// branches (non-decreasing from a first offset >= 0 to a last one <= n_idx says it all); the
+// offending bag and the table name are looked for only when it fails.
 template <typename Index>
 void check_offsets(const Index* off, int64_t n_off, int64_t n_idx, int64_t batch,
-                   const std::vector<Table>& tables) {
+                   c10::ArrayRef<Table> tables) {
+  if (n_off == 0) return;
+  bool bad = off[0] < 0 || off[n_off - 1] > n_idx;
+  for (int64_t k = 1; k < n_off; ++k) bad |= off[k] < off[k - 1];
+  if (!bad) return;
   int64_t k = 0;
   for (Index prev = 0; k < n_off; ++k) {
     if (off[k] < prev || off[k] > n_idx) break;
     prev = off[k];
   }
-  if (k == n_off) return;
-  const std::string& name = tables[std::min<int64_t>(k / batch, tables.size() - 1)].name;
+  const std::string_view name = tables[std::min<int64_t>(k / batch, tables.size() - 1)].name;
   TORCH_CHECK(off[k] >= 0 && off[k] <= n_idx, "recsys_kernels: table '", name, "': offset ",
               off[k], " at bag ", k, " is outside the ", n_idx, " indices (offsets run past "
               "the indices or are negative)");
@@ -82,7 +91,7 @@ struct BadIndex {
 };
 
 template <typename Index>
-at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor& indices,
+at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& indices,
                   const at::Tensor& offsets, int64_t batch, bool include_last, int64_t mode,
                   const c10::optional<at::Tensor>& weights, at::ScalarType out_type) {
   TORCH_CHECK(mode == 0 || mode == 1, "recsys_kernels: mode must be 0 (sum) or 1 (mean)");
@@ -106,14 +115,17 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
   const auto end_of = [&](int64_t k) -> int64_t {  // end of bag k
     return (k + 1 < offsets.numel()) ? static_cast<int64_t>(off[k + 1]) : n_idx;
   };
-  std::vector<int64_t> col(n_tables + 1, 0), table_end(n_tables), lines(n_tables);
+  // Small buffers on the stack: a one-table call makes no heap allocation but its output.
+  c10::SmallVector<int64_t, 16> col(n_tables + 1, 0), table_end(n_tables), lines(n_tables);
   for (int64_t t = 0; t < n_tables; ++t) {
     col[t + 1] = col[t] + tables[t].dim;
     table_end[t] = batch > 0 ? end_of((t + 1) * batch - 1) : 0;
     lines[t] = row_lines(tables[t].data, tables[t].row_bytes);
   }
   const int64_t total_dim = col[n_tables];
-  auto out = at::empty({batch, total_dim}, indices.options().dtype(out_type));
+  // The CPU allocation itself, not at::empty through the dispatcher (~0.1 us per call; the
+  // operator's output is a plain tensor either way).
+  at::Tensor out(at::detail::empty_cpu({batch, total_dim}, out_type));
   if (n_bags == 0) return out;
   const bool direct = out_type == at::kFloat;
   auto* out_f = direct ? out.data_ptr<float>() : nullptr;
@@ -182,7 +194,7 @@ at::Tensor pooled(const std::vector<Table>& tables, Format fmt, const at::Tensor
 // Indices and offsets may be int32 or int64, of different types and strided: offsets are brought
 // to the indices' type and both made contiguous here (free when they already are), so callers
 // need no conversions of their own.
-at::Tensor dispatch_index(const std::vector<Table>& tables, Format fmt,
+at::Tensor dispatch_index(c10::ArrayRef<Table> tables, Format fmt,
                           const at::Tensor& indices_in, const at::Tensor& offsets_in,
                           int64_t batch, bool include_last, int64_t mode,
                           const c10::optional<at::Tensor>& weights,
@@ -194,7 +206,11 @@ at::Tensor dispatch_index(const std::vector<Table>& tables, Format fmt,
               "int32 or int64 tensors, got ", indices_in.scalar_type(), " of ", indices_in.dim(),
               " dims and ", offsets_in.scalar_type(), " of ", offsets_in.dim(), " dims");
   const at::Tensor indices = indices_in.contiguous();
-  const at::Tensor offsets = offsets_in.to(indices.scalar_type()).contiguous();
+  // Offsets of the indices' type pass through without a dispatcher call.
+  const at::Tensor offsets =
+      (offsets_in.scalar_type() == indices.scalar_type() ? offsets_in
+                                                          : offsets_in.to(indices.scalar_type()))
+          .contiguous();
   const at::ScalarType out_type = out_dtype.value_or(at::kFloat);
   TORCH_CHECK(out_type == at::kFloat || out_type == at::kHalf || out_type == at::kBFloat16,
               "recsys_kernels: out_dtype must be float32, float16 or bfloat16");
@@ -217,7 +233,8 @@ at::Tensor embedding_bag(const at::Tensor& weight, const at::Tensor& indices,
   const Format f = to_format(format);
   const int64_t batch = offsets.numel() - (include_last_offset ? 1 : 0);
   TORCH_CHECK(batch >= 0, "recsys_kernels: table '", table, "': empty offsets");
-  return dispatch_index({check_table(weight, f, dim, table)}, f, indices, offsets, batch,
+  const Table one = check_table(weight, f, dim, table);
+  return dispatch_index(one, f, indices, offsets, batch,
                         include_last_offset, mode, per_sample_weights, out_dtype);
 }
 
@@ -237,6 +254,7 @@ at::Tensor embedding_bags_batched(at::TensorList weights, at::IntArrayRef dims, 
   TORCH_CHECK(offsets.numel() >= 1 && (offsets.numel() - 1) % n == 0, "recsys_kernels: ",
               offsets.numel(), " offsets do not split into ", n, " tables x B bags + 1");
   std::vector<Table> tables;
+  tables.reserve(n);
   for (int64_t t = 0; t < n; ++t) tables.push_back(check_table(weights[t], f, dims[t], names[t]));
   return dispatch_index(tables, f, indices, offsets, (offsets.numel() - 1) / n, true, mode, psw,
                         out_dtype);

@@ -269,6 +269,44 @@ def test_wrapper_goes_through_the_operator_when_traced_or_exported():
             assert torch.equal(module(*args), want)
 
 
+def test_wrapper_goes_through_the_operator_under_compile_and_dispatch_modes():
+    """The direct binding goes around the dispatcher, so torch.compile (dynamo) and an active
+    dispatch mode (fake tensors, make_fx, FLOP counters) must get the registered operator."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    packed = quant.quantize_int8(torch.randn(20, 8))
+    args = (torch.tensor([1, 2, 3]), torch.tensor([0, 1]))
+    want = torch.ops.recsys_kernels.embedding_bag(packed, *args, 0, -1, 0, None, False, "t")
+
+    def lookup(i: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        return ops.embedding_bag(packed, i, o, table="t")
+
+    graphs = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    got = torch.compile(lookup, backend=backend, fullgraph=True)(*args)
+    assert torch.equal(got, want)
+    assert len(graphs) == 1 and "recsys_kernels.embedding_bag" in str(graphs[0].graph)
+
+    class Seen(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Seen() as mode:
+        got = lookup(*args)
+    assert torch.equal(got, want)
+    assert any("recsys_kernels.embedding_bag" in name for name in mode.ops)
+
+
 def test_direct_binding_equals_the_operator_and_takes_any_index_types():
     g = torch.Generator().manual_seed(3)
     packed = quant.quantize_int8(torch.randn(50, 24, generator=g))
@@ -282,6 +320,51 @@ def test_direct_binding_equals_the_operator_and_takes_any_index_types():
         assert torch.equal(ops.embedding_bag(packed, i, o, include_last_offset=True), want)
     with pytest.raises(RuntimeError, match="table 'x'.*int32 or int64.*Float"):
         ops.embedding_bag(packed, indices.float(), offsets, table="x")
+
+
+def test_eager_call_declines_what_needs_the_operator():
+    """The eager call (`_direct.embedding_bag_eager`) answers only for plain tensors outside a
+    trace or dispatch mode, else None, and the wrapper then takes the operator: subclassed
+    tables or ids give the same bags. A Parameter counts as plain (as torch's own bindings
+    treat it)."""
+    packed = quant.quantize_int8(torch.randn(20, 8))
+    idx, off = torch.tensor([1, 2, 3]), torch.tensor([0, 1])
+    want = torch.ops.recsys_kernels.embedding_bag(packed, idx, off, 0, -1, 0, None, False, "t")
+    eager = ops._direct.embedding_bag_eager
+    assert torch.equal(eager(packed, idx, off, "int8", None, "sum", None, False, "t", None), want)
+
+    class Sub(torch.Tensor):
+        pass
+
+    param = torch.nn.Parameter(packed, requires_grad=False)
+    assert torch.equal(eager(param, idx, off, "int8", None, "sum", None, False, "t", None), want)
+    for weight, ids in [(packed.as_subclass(Sub), idx), (packed, idx.as_subclass(Sub))]:
+        assert eager(weight, ids, off, "int8", None, "sum", None, False, "t", None) is None
+        assert torch.equal(ops.embedding_bag(weight, ids, off, table="t"), want)
+    tables = [quant.quantize_int8(torch.randn(5, 4)), quant.quantize_int8(torch.randn(6, 8))]
+    ids, offsets = torch.tensor([0, 4, 5]), torch.tensor([0, 2, 3])  # 2 tables x 1 bag
+    want = torch.cat([ops.embedding_bag(tables[0], ids[:2], torch.tensor([0])),
+                      ops.embedding_bag(tables[1], ids[2:], torch.tensor([0]))], 1)  # fmt: skip
+    eager_bags = ops._direct.embedding_bags_eager
+    with_sub = [tables[0], tables[1].as_subclass(Sub)]
+    assert eager_bags(with_sub, [4, 8], ids, offsets, "int8", "sum", None, None, None) is None
+    for ts in (tables, with_sub):
+        assert torch.equal(ops.embedding_bags(ts, [4, 8], ids, offsets), want)
+
+
+def test_unknown_format_or_mode_names_the_choices():
+    """Both ways into the lookup (the eager call, and the operator when bags come as lengths)
+    refuse an unknown format or mode by name."""
+    packed = quant.quantize_int8(torch.randn(20, 8))
+    idx, off, lengths = torch.tensor([1, 2]), torch.tensor([0, 1]), torch.tensor([1, 1])
+    for bags in ({"offsets": off}, {"lengths": lengths}):
+        with pytest.raises(ValueError, match=r"unknown format 'int9' \(one of int8, int8_half, "
+                                             r"int4\)"):  # fmt: skip
+            ops.embedding_bag(packed, idx, format="int9", **bags)
+        with pytest.raises(ValueError, match=r"unknown mode 'max' \(one of sum, mean\)"):
+            ops.embedding_bag(packed, idx, mode="max", **bags)
+    with pytest.raises(ValueError, match="unknown format 'int2'"):
+        ops.embedding_bags([packed], [8], idx, off, format="int2")
 
 
 def test_opcheck():
