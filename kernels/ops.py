@@ -436,6 +436,14 @@ def set_far_prefetch(distance: int, min_table_bytes: int) -> tuple[int, int]:
     return int(old[0]), int(old[1])
 
 
+def set_far_prefetch_one_thread(min_table_bytes: int) -> int:
+    """Calls that run on one thread (one torch thread, or too little work to split) take the
+    far plan (`set_far_prefetch`'s distance, into L2) from `min_table_bytes` on (default: twice
+    the L2 cache, 4 MiB here; the far size still applies to every call). Returns the previous
+    size."""
+    return int(_ops.set_far_prefetch_one_thread(min_table_bytes))
+
+
 def mkl_bf16_available() -> bool:
     """True when this torch carries MKL's bf16 GEMM (the MLP's small-batch bf16 products)."""
     return bool(_ops.mkl_bf16_available())

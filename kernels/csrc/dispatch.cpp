@@ -72,6 +72,15 @@ int64_t default_far_bytes() {
 }
 std::atomic<int64_t> g_far_bytes{default_far_bytes()};
 
+// Twice the L2 as the OS reports it (4 MiB when it reports none): a call that runs on one
+// thread takes the far plan from this size on (2026-12-01, twelfth session; docs/kernels.md,
+// "Far plan on one thread").
+int64_t default_far_bytes_one_thread() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return l2 > 0 ? int64_t{2} * l2 : int64_t{4} << 20;
+}
+std::atomic<int64_t> g_far_bytes_one_thread{default_far_bytes_one_thread()};
+
 }  // namespace
 
 Isa active_isa() { return static_cast<Isa>(isa_slot().load()); }
@@ -97,8 +106,9 @@ std::vector<int64_t> set_prefetch_lead(int64_t near, int64_t far) {
           g_far_lead.exchange(static_cast<int>(far))};
 }
 
-PrefetchPlan prefetch_plan(int64_t table_bytes) {
-  const bool far = table_bytes >= g_far_bytes.load();
+PrefetchPlan prefetch_plan(int64_t table_bytes, bool one_thread) {
+  const bool far = table_bytes >= g_far_bytes.load() ||
+                   (one_thread && table_bytes >= g_far_bytes_one_thread.load());
   const int distance = far ? g_far_prefetch.load() : g_prefetch.load();
   const int lead = far ? g_far_lead.load() : g_near_lead.load();
   return {distance, lead < distance ? lead : 0, far};
@@ -110,6 +120,12 @@ std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes)
               "0, got ", distance, " and ", min_table_bytes);
   return {g_far_prefetch.exchange(static_cast<int>(distance)),
           g_far_bytes.exchange(min_table_bytes)};
+}
+
+int64_t set_far_prefetch_one_thread(int64_t min_table_bytes) {
+  TORCH_CHECK(min_table_bytes >= 0, "recsys_kernels: set_far_prefetch_one_thread takes "
+              "min_table_bytes >= 0, got ", min_table_bytes);
+  return g_far_bytes_one_thread.exchange(min_table_bytes);
 }
 
 template <typename Index>

@@ -61,9 +61,15 @@ struct PrefetchPlan {
   int lead;
   bool into_l2;
 };
-PrefetchPlan prefetch_plan(int64_t table_bytes);
+// The plan of a call whose tables add up to `table_bytes`: far (into L2) from the far size on,
+// or, when the call runs on one thread (`one_thread`), from the one-thread far size on (twice
+// the L2: a single thread gains 2-14 % from the far plan on 7-14 MB tables here, two threads
+// lose 1-9 %; docs/kernels.md, "Far plan on one thread").
+PrefetchPlan prefetch_plan(int64_t table_bytes, bool one_thread);
 // Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);
+// Sets the one-thread far size (>= 0); returns the previous one.
+int64_t set_far_prefetch_one_thread(int64_t min_table_bytes);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with

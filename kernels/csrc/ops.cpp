@@ -136,7 +136,7 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
   // caches (8 tables of 72 MB, each below the far size: far / near 1.18-1.25, docs/kernels.md).
   int64_t table_bytes = 0;
   for (const Table& tab : tables) table_bytes += tab.rows * tab.row_bytes;
-  const PrefetchPlan prefetch = prefetch_plan(table_bytes);
+  const PrefetchPlan by_size = prefetch_plan(table_bytes, false);
   // Tasks: runs of up to `grain` consecutive bags of one table; each is one kernel call.
   const auto bytes = [&] {  // the output, then the rows read
     int64_t sum = batch * total_dim * elem;
@@ -146,9 +146,13 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
     }
     return sum;
   };
+  const int threads = at::get_num_threads();
   const int64_t grain =
-      bag_grain(n_idx, n_bags, batch, n_tables, at::get_num_threads(), prefetch.into_l2, bytes);
+      bag_grain(n_idx, n_bags, batch, n_tables, threads, by_size.into_l2, bytes);
   const int64_t runs_per_table = (batch + grain - 1) / grain;
+  // Then the plan for a call that runs on one thread (one thread, or one task).
+  const bool one_thread = threads == 1 || n_tables * runs_per_table == 1;
+  const PrefetchPlan prefetch = one_thread ? prefetch_plan(table_bytes, true) : by_size;
   BadIndex bad;
   at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
@@ -280,6 +284,8 @@ TORCH_LIBRARY(recsys_kernels, m) {
   m.def("set_prefetch_lead(int near, int far) -> int[]", recsys_kernels::set_prefetch_lead);
   m.def("set_far_prefetch(int distance, int min_table_bytes) -> int[]",
         recsys_kernels::set_far_prefetch);
+  m.def("set_far_prefetch_one_thread(int min_table_bytes) -> int",
+        recsys_kernels::set_far_prefetch_one_thread);
 }
 
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.quantized.*)
 import pytest
@@ -61,20 +62,24 @@ def test_threads_and_prefetch_settings_do_not_change_results():
     table, indices, offsets = _case(5000, 48, [int(x) for x in torch.arange(300) % 17], seed=7)
     packed = quant.quantize_int4(table)
     threads = torch.get_num_threads()
+    old_one_thread = ops.set_far_prefetch_one_thread(1 << 62)
     try:
         torch.set_num_threads(1)
         expected = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
-        torch.set_num_threads(2)
-        for distance in (0, 1, 16, 64):
-            for far in (False, True):  # into L1, or into L2 as for a table beyond the caches
-                old = ops.set_prefetch_distance(distance)
-                old_far = ops.set_far_prefetch(distance, 0 if far else 1 << 62)
-                got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
-                ops.set_prefetch_distance(old)
-                ops.set_far_prefetch(*old_far)
-                assert torch.equal(got, expected)
+        for n_threads, distance, far, one_thread_far in itertools.product(
+            (1, 2), (0, 1, 16, 64), (False, True), (False, True)
+        ):  # into L1, or into L2 as for a table beyond the caches (any call, or one thread's)
+            torch.set_num_threads(n_threads)
+            old = ops.set_prefetch_distance(distance)
+            old_far = ops.set_far_prefetch(distance, 0 if far else 1 << 62)
+            ops.set_far_prefetch_one_thread(0 if one_thread_far else 1 << 62)
+            got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
+            ops.set_prefetch_distance(old)
+            ops.set_far_prefetch(*old_far)
+            assert torch.equal(got, expected), (n_threads, distance, far, one_thread_far)
     finally:
         torch.set_num_threads(threads)
+        ops.set_far_prefetch_one_thread(old_one_thread)
 
 
 @pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
@@ -130,6 +135,20 @@ def test_far_prefetch_defaults_and_bad_settings():
     with pytest.raises(RuntimeError, match="got 8 and -1"):
         ops.set_far_prefetch(8, -1)
     assert ops.set_far_prefetch(distance, min_bytes) == (distance, min_bytes)  # unchanged
+
+
+def test_one_thread_far_size_default_and_bad_settings():
+    """Calls on one thread take the far plan from twice the L2 on (4 MiB when the OS reports no
+    L2); a negative size is refused and leaves the setting as it was."""
+    out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True, text=True)
+    text = out.stdout.strip()  # glibc's sysconf, as ours; "undefined" or "0" when unknown
+    l2 = int(text) if out.returncode == 0 and text.isdigit() else 0
+    size = ops.set_far_prefetch_one_thread(1 << 20)
+    assert ops.set_far_prefetch_one_thread(size) == 1 << 20
+    assert size == (2 * l2 if l2 > 0 else 4 << 20)
+    with pytest.raises(RuntimeError, match="min_table_bytes >= 0, got -5"):
+        ops.set_far_prefetch_one_thread(-5)
+    assert ops.set_far_prefetch_one_thread(size) == size  # unchanged
 
 
 def test_near_prefetch_default_and_bad_settings():
