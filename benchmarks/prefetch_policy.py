@@ -1,7 +1,8 @@
 """The lookups' prefetch policy, measured: batched multi-table calls with the default plan (the
-call's tables together decide between the L1 and the far L2 prefetch) against every table
-forced to L1 (`near`) and every table forced to L2 (`far`), in the same process, interleaved
-round after round on fresh ids, like benchmarks/embedding_bag.py.
+call's tables together decide between the L1 and the far L2 prefetch, and a call on one thread
+takes the far one from twice the L2 on) against every table forced to L1 (`near`) and every
+table forced to L2 (`far`), in the same process, interleaved round after round on fresh ids,
+like benchmarks/embedding_bag.py.
 
 Run: `.venv/bin/python -m benchmarks.prefetch_policy [--reps 15]`
 -> a table on stdout and `benchmarks/results/prefetch_policy.json`.
@@ -36,11 +37,20 @@ CONFIGS = [
 ]
 
 
-def far_setting() -> tuple[int, int]:
-    """The current far prefetch (distance, min_table_bytes), read by setting it back."""
+def far_setting() -> tuple[int, int, int]:
+    """The current far prefetch (distance, min_table_bytes, min_table_bytes on one thread), read
+    by setting it back."""
     current = ops.set_far_prefetch(64, NEVER)
     ops.set_far_prefetch(*current)
-    return current
+    one_thread = ops.set_far_prefetch_one_thread(NEVER)
+    ops.set_far_prefetch_one_thread(one_thread)
+    return (*current, one_thread)
+
+
+def apply(setting: tuple[int, int, int]) -> None:
+    """Sets the far prefetch as far_setting reads it."""
+    ops.set_far_prefetch(setting[0], setting[1])
+    ops.set_far_prefetch_one_thread(setting[2])
 
 
 def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threads: int,
@@ -53,9 +63,9 @@ def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threa
     n = len(sizes) * n_bag
     offsets = torch.arange(0, n + 1, pool)
     default = far_setting()
-    settings = {"near": (default[0], NEVER), "far": (default[0], 0)}
+    settings = {"near": (default[0], NEVER, NEVER), "far": (default[0], 0, 0)}
     for name, setting in settings.items():
-        eb.SWITCHED[name] = lambda on, s=setting: ops.set_far_prefetch(*(s if on else default))
+        eb.SWITCHED[name] = lambda on, s=setting: apply(s if on else default)
 
     def call(idx: torch.Tensor) -> torch.Tensor:
         return ops.embedding_bags(tables, [dim] * len(tables), idx, offsets)
@@ -74,7 +84,7 @@ def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threa
     try:
         times = eb.interleaved(cases, reps, id_sets, before)
     finally:
-        ops.set_far_prefetch(*default)
+        apply(default)
         for name in settings:
             del eb.SWITCHED[name]
     base = times["default"]
@@ -96,7 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
     default = far_setting()
-    print(f"far size {default[1] / 1e6:.0f} MB, far distance {default[0]}")
+    print(
+        f"far size {default[1] / 1e6:.0f} MB (on one thread {default[2] / 1e6:.1f} MB), "
+        f"far distance {default[0]}"
+    )
     print("| tables (rows x count) | dim | pool | threads | MB | default | near | far | "
           "default / near | default / far |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -111,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "prefetch_policy.json"
     atomic_write_json(out, {"machine": machine_info(0), "far_bytes": default[1],
-                            "far_distance": default[0], "rows": rows})  # fmt: skip
+                            "far_bytes_one_thread": default[2], "far_distance": default[0],
+                            "rows": rows})  # fmt: skip
     print(f"wrote {out}")
 
 
