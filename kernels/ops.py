@@ -15,9 +15,8 @@ indices and offsets are int32 or int64. `kernels.quant` packs fp32 tables (error
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
 
 import torch
 
@@ -37,51 +36,22 @@ def _load_library() -> ModuleType:
 
 _direct = _load_library()
 _ops = torch.ops.recsys_kernels
-MODES = {"sum": 0, "mean": 1}
-FORMATS = {"int8": 0, "int8_half": 1, "int4": 2}
 
+
+# The operator's codes of the format and mode names, from the one list of them (bindings.cpp).
+_FORMATS = {name: code for code, name in enumerate(_direct.format_names)}
+_MODES = {name: code for code, name in enumerate(_direct.mode_names)}
 
 _Tensor = torch.Tensor
 _is_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _is_dynamo_compiling = torch.compiler.is_dynamo_compiling
-_dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
-def _entry(
-    weight: torch.Tensor | None,
-    indices: torch.Tensor,
-    offsets: torch.Tensor,
-    per_sample_weights: torch.Tensor | None,
-    tables: Sequence[torch.Tensor] = (),
-) -> Any:
-    """Where a lookup goes when the eager call (`_direct.embedding_bag_eager`, the plain-tensor
-    test in C++) was not taken or declined: the direct binding for plain tensors in eager mode,
-    else the registered operator, which tracing, scripting, torch.compile, torch.export, tensor
-    subclasses (fake, functional) and dispatch modes (fake tensors, make_fx, FLOP counters)
-    need: the direct binding goes around the dispatcher. Dynamo (torch.compile, strict export)
-    folds is_dynamo_compiling to True while it traces; non-strict export traces fake tensors
-    under a dispatch mode."""
-    if (
-        not _is_dynamo_compiling()  # first: dynamo folds it to True and reads no further
-        and type(indices) is _Tensor
-        and type(offsets) is _Tensor
-        and (weight is None or type(weight) is _Tensor)
-        and (per_sample_weights is None or type(per_sample_weights) is _Tensor)
-        and (not tables or all(type(t) is _Tensor for t in tables))
-        and not _is_tracing()
-        and not _dispatch_modes()
-    ):
-        return _direct
-    return _ops
-
-
-def _code(codes: dict[str, int], name: str, what: str) -> int:
-    """The operator's code for a format or mode name; a clear error for an unknown one (the
-    eager path's C++ says the same: bindings.cpp, code_of)."""
-    if name not in codes:
-        raise ValueError(f"recsys_kernels: unknown {what} {name!r} (one of {', '.join(codes)})")
-    return codes[name]
+def _code(codes: dict[str, int], name: str, refuse: Callable[[str], int]) -> int:
+    """The code of a format or mode name; an unknown one is refused by the eager path's own
+    check (`refuse`: a ValueError naming the choices)."""
+    return codes[name] if name in codes else refuse(name)
 
 
 def _offsets_of(indices: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -110,20 +80,22 @@ def embedding_bag(
     4-bit layout); `dim` is needed only for an odd int4 dim. Bags come from offsets (with or
     without the trailing end) or lengths; indices and offsets may be int32 or int64, mixed.
     """
-    if offsets is not None and lengths is None and not _is_dynamo_compiling():
-        out = _direct.embedding_bag_eager(
-            weight, indices, offsets, format, dim, mode, per_sample_weights, include_last_offset,
-            table, out_dtype,
-        )  # fmt: skip
-        if out is not None:  # plain tensors in eager mode (None: the operator, below)
-            return out
     if (offsets is None) == (lengths is None):
         raise ValueError("give exactly one of offsets and lengths")
     if lengths is not None:
         offsets, include_last_offset = _offsets_of(indices, lengths), True
-    return _entry(weight, indices, offsets, per_sample_weights).embedding_bag(
-        weight, indices, offsets, _code(FORMATS, format, "format"), -1 if dim is None else dim,
-        _code(MODES, mode, "mode"), per_sample_weights, include_last_offset, table, out_dtype,
+    if not _is_dynamo_compiling():  # dynamo folds it to True while it traces: the operator
+        out = _direct.embedding_bag_eager(
+            weight, indices, offsets, format, dim, mode, per_sample_weights, include_last_offset,
+            table, out_dtype,
+        )  # fmt: skip
+        if out is not None:
+            return out
+    # Not plain tensors in eager mode (see bindings.cpp, eager_plain): the registered operator.
+    return _ops.embedding_bag(
+        weight, indices, offsets, _code(_FORMATS, format, _direct.format_code),
+        -1 if dim is None else dim, _code(_MODES, mode, _direct.mode_code), per_sample_weights,
+        include_last_offset, table, out_dtype,
     )  # fmt: skip
 
 
@@ -154,16 +126,16 @@ def embedding_bags(
     """All of a model's tables in one call (TBE layout): offsets [T * B + 1] over the indices
     concatenated table after table; returns [B, sum(dims)] in table order, the interaction
     layer's input."""
-    if not _is_dynamo_compiling():
+    names = names if names is not None else [f"table{t}" for t in range(len(tables))]
+    if not _is_dynamo_compiling():  # as in embedding_bag
         out = _direct.embedding_bags_eager(
             tables, dims, indices, offsets, format, mode, per_sample_weights, names, out_dtype
         )  # fmt: skip
-        if out is not None:  # plain tensors in eager mode (None: the operator, below)
+        if out is not None:
             return out
-    names = names if names is not None else [f"table{t}" for t in range(len(tables))]
-    return _entry(None, indices, offsets, per_sample_weights, tables).embedding_bags_batched(
-        tables, dims, _code(FORMATS, format, "format"), indices, offsets,
-        _code(MODES, mode, "mode"), per_sample_weights, names, out_dtype,
+    return _ops.embedding_bags_batched(
+        tables, dims, _code(_FORMATS, format, _direct.format_code), indices, offsets,
+        _code(_MODES, mode, _direct.mode_code), per_sample_weights, names, out_dtype,
     )  # fmt: skip
 
 

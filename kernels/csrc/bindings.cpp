@@ -12,6 +12,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
 
+#include <array>
 #include <optional>
 
 #include "autograd_ops.h"
@@ -34,12 +35,16 @@ bool eager_plain(std::initializer_list<py::handle> tensors) {
   return !torch::jit::tracer::isTracing() && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
 }
 
+// The format and mode names of kernels.ops, in the operator's code order: the only list of
+// them (kernels.ops builds its name -> code maps from these).
+constexpr std::array<const char*, 3> kFormatKeys = {"int8", "int8_half", "int4"};
+constexpr std::array<const char*, 2> kModeKeys = {"sum", "mean"};
+
+template <size_t kN>
 int64_t code_of(const std::string& name, const char* what,
-                std::initializer_list<const char*> names) {
-  int64_t code = 0;
-  for (const char* n : names) {
-    if (name == n) return code;
-    ++code;
+                const std::array<const char*, kN>& names) {
+  for (size_t code = 0; code < kN; ++code) {
+    if (name == names[code]) return static_cast<int64_t>(code);
   }
   std::string known;
   for (const char* n : names) known += std::string(known.empty() ? "" : ", ") + n;
@@ -47,15 +52,20 @@ int64_t code_of(const std::string& name, const char* what,
                         "' (one of " + known + ")");
 }
 
-// The operator's codes of kernels.ops's names (its FORMATS and MODES).
-int64_t format_code(const std::string& f) {
-  return code_of(f, "format", {"int8", "int8_half", "int4"});
+template <size_t kN>
+py::tuple names_tuple(const std::array<const char*, kN>& names) {
+  py::list out;
+  for (const char* n : names) out.append(n);
+  return py::tuple(out);
 }
-int64_t mode_code(const std::string& m) { return code_of(m, "mode", {"sum", "mean"}); }
+
+int64_t format_code(const std::string& f) { return code_of(f, "format", kFormatKeys); }
+int64_t mode_code(const std::string& m) { return code_of(m, "mode", kModeKeys); }
 
 const at::Tensor& unpack(py::handle t) { return THPVariable_Unpack(t.ptr()); }
 
-// kernels.ops.embedding_bag in eager mode, in one call from Python: the plain-tensor test and
+// kernels.ops.embedding_bag in eager mode (bags as offsets), in one call from Python: the
+// plain-tensor test and
 // the format and mode names in C++, where a call whose code and data were evicted by other work
 // (a model's other tables and layers) pays far fewer cache misses than in Python (a cold
 // one-id call: 9.0-9.6 us against 14-20 us with the tests in Python; docs/kernels.md, "Call
@@ -83,7 +93,7 @@ py::object embedding_bag_eager(py::handle weight, py::handle indices, py::handle
 py::object embedding_bags_eager(py::handle tables, const std::vector<int64_t>& dims,
                                 py::handle indices, py::handle offsets, const std::string& format,
                                 const std::string& mode, py::handle per_sample_weights,
-                                std::optional<std::vector<std::string>> names,
+                                const std::vector<std::string>& names,
                                 std::optional<at::ScalarType> out_dtype) {
   const int64_t f = format_code(format), m = mode_code(mode);
   const py::sequence seq = py::reinterpret_borrow<py::sequence>(tables);
@@ -94,17 +104,13 @@ py::object embedding_bags_eager(py::handle tables, const std::vector<int64_t>& d
     weights.push_back(unpack(t));
   }
   if (!eager_plain({indices, offsets, per_sample_weights})) return py::none();
-  if (!names) {
-    names.emplace();
-    for (size_t t = 0; t < weights.size(); ++t) names->push_back("table" + std::to_string(t));
-  }
   std::optional<at::Tensor> psw;
   if (!per_sample_weights.is_none()) psw = unpack(per_sample_weights);
   at::Tensor out;
   {
     py::gil_scoped_release no_gil;
     out = recsys_kernels::embedding_bags_batched(weights, dims, f, unpack(indices),
-                                                 unpack(offsets), m, psw, *names, out_dtype);
+                                                 unpack(offsets), m, psw, names, out_dtype);
   }
   return py::cast(std::move(out));
 }
@@ -116,6 +122,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "kernels.ops.embedding_bag's eager call (None: go through the operator)");
   m.def("embedding_bags_eager", &embedding_bags_eager,
         "kernels.ops.embedding_bags's eager call (None: go through the operator)");
+  m.def("format_code", &format_code, "the operator's code of a format name (ValueError if none)");
+  m.def("mode_code", &mode_code, "the operator's code of a mode name (ValueError if none)");
+  m.attr("format_names") = names_tuple(kFormatKeys);
+  m.attr("mode_names") = names_tuple(kModeKeys);
   m.def("embedding_bag", &recsys_kernels::embedding_bag,
         py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.embedding_bag, called directly (same arguments, all given)");

@@ -62,4 +62,19 @@ template <int kLines, int kLocality = 3>
   prefetch_row_rest<kLines, kLocality>(row, bytes);
 }
 
+// The lines of a row shorter than a line (so at most two): its first byte, and its last byte
+// only when that lies in another line; else `held` (an address in a line in L1 already), chosen
+// without a branch (`cmov`), so that the common one-line row does not ask for its line twice
+// while it is in flight (docs/kernels.md, "Short rows under the far plan").
+template <int kLocality = 3>
+[[gnu::always_inline]] inline void prefetch_short_row(const void* row, int64_t bytes,
+                                                      const void* held) {
+  const char* p = static_cast<const char*>(row);
+  const char* last = p + bytes - 1;
+  const bool one_line =
+      ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(last)) >> 6) == 0;
+  __builtin_prefetch(p, 0, kLocality);
+  __builtin_prefetch(one_line ? held : last, 0, kLocality);
+}
+
 }  // namespace recsys_kernels

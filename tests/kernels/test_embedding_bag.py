@@ -347,7 +347,8 @@ def test_eager_call_declines_what_needs_the_operator():
                       ops.embedding_bag(tables[1], ids[2:], torch.tensor([0]))], 1)  # fmt: skip
     eager_bags = ops._direct.embedding_bags_eager
     with_sub = [tables[0], tables[1].as_subclass(Sub)]
-    assert eager_bags(with_sub, [4, 8], ids, offsets, "int8", "sum", None, None, None) is None
+    names = ["table0", "table1"]
+    assert eager_bags(with_sub, [4, 8], ids, offsets, "int8", "sum", None, names, None) is None
     for ts in (tables, with_sub):
         assert torch.equal(ops.embedding_bags(ts, [4, 8], ids, offsets), want)
 
