@@ -90,6 +90,14 @@ def other_table() -> torch.Tensor:
     return torch.randn(OTHER_ROWS, 32, generator=torch.Generator().manual_seed(0))
 
 
+def other_lookup(ids: torch.Tensor, offsets: torch.Tensor) -> Callable[[], object]:
+    """The untimed lookup before every timed sample: `ids` (taken modulo its rows) into the
+    other table, in the sample's bag shape (`offsets`), as a table's lookup follows another
+    table's in a model."""
+    spare, other = ids % OTHER_ROWS, other_table()
+    return lambda: F.embedding_bag(spare, other, offsets, include_last_offset=True)
+
+
 def packed_table(rows: int, dim: int, fmt: str, seed: int) -> torch.Tensor:
     """Random codes with valid scale/bias, on huge pages (no fp32 table of 10M rows needed).
     fmt: "int8" (fp32 scale/bias), "int8_half" or "int4" (fp16 scale/bias)."""
@@ -271,11 +279,7 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     n_calibration = len(probed) * (n_probe + n_fetch)
     all_sets = list(ids(rows, n, dist, seed=dim * 1000 + pool * 10 + threads,
                         sets=n_calibration + n_timed + 1))  # fmt: skip
-    spare, other = all_sets.pop() % OTHER_ROWS, other_table()
-
-    def before() -> None:  # another table's lookup
-        F.embedding_bag(spare, other, off, include_last_offset=True)
-
+    before = other_lookup(all_sets.pop(), off)
     probe, fetch = {}, {}
     start = 0
     for fmt, table in probed.items():

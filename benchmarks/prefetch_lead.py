@@ -16,7 +16,6 @@ import statistics
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import embedding_bag as eb
 from benchmarks.machine import machine_info
@@ -75,11 +74,7 @@ def bench_lead(fmt: str, rows: int, dim: int, pool: int, dist: str, threads: int
     calls = min(16, -(-eb.CALL_IDS // n))
     n_sets = eb.sets_needed(len(cases), reps, calls) + 1
     id_sets = list(eb.ids(rows, n, dist, seed=dim * 1000 + pool * 10 + threads + 3, sets=n_sets))
-    spare, other = id_sets.pop() % eb.OTHER_ROWS, eb.other_table()
-
-    def before() -> None:  # another table's lookup, as in benchmarks/embedding_bag.py
-        F.embedding_bag(spare, other, offsets, include_last_offset=True)
-
+    before = eb.other_lookup(id_sets.pop(), offsets)
     try:
         times = eb.interleaved(cases, reps, id_sets, before, calls)
     finally:

@@ -15,7 +15,6 @@ import statistics
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import embedding_bag as eb
 from benchmarks.machine import machine_info
@@ -75,12 +74,7 @@ def bench_policy(groups: tuple[tuple[int, int], ...], dim: int, pool: int, threa
     per_table = [eb.ids(rows, n_bag, "uniform", 11 + t, sets=n_sets)
                  for t, rows in enumerate(sizes)]  # fmt: skip
     id_sets = list(torch.cat(per_table, dim=1))
-    spare, other = id_sets.pop()[:n_bag] % eb.OTHER_ROWS, eb.other_table()
-    bag_offsets = torch.arange(0, n_bag + 1, pool)
-
-    def before() -> None:  # another table's lookup, as in benchmarks/embedding_bag.py
-        F.embedding_bag(spare, other, bag_offsets, include_last_offset=True)
-
+    before = eb.other_lookup(id_sets.pop()[:n_bag], torch.arange(0, n_bag + 1, pool))
     try:
         times = eb.interleaved(cases, reps, id_sets, before)
     finally:
