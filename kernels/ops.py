@@ -408,12 +408,13 @@ def set_far_prefetch(distance: int, min_table_bytes: int) -> tuple[int, int]:
     return int(old[0]), int(old[1])
 
 
-def set_far_prefetch_one_thread(min_table_bytes: int) -> int:
-    """Calls that run on one thread (one torch thread, or too little work to split) take the
-    far plan (`set_far_prefetch`'s distance, into L2) from `min_table_bytes` on (default: twice
-    the L2 cache, 4 MiB here; the far size still applies to every call). Returns the previous
-    size."""
-    return int(_ops.set_far_prefetch_one_thread(min_table_bytes))
+def set_mid_prefetch(min_table_bytes: int, near: int) -> tuple[int, int]:
+    """Calls whose tables add up to at least `min_table_bytes` (default: twice the L2 cache,
+    4 MiB here) but less than the far size take the mid plan: the far plan's prefetch into L2,
+    and every line of the row `near` ids ahead (default 8) into L1 as well (0: the far plan
+    alone). Returns the previous (min_table_bytes, near)."""
+    old = _ops.set_mid_prefetch(min_table_bytes, near)
+    return int(old[0]), int(old[1])
 
 
 def mkl_bf16_available() -> bool:

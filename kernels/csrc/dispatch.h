@@ -60,27 +60,31 @@ struct PrefetchPlan {
   int distance;
   int lead;
   bool into_l2;
+  int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
 };
-// The plan of a call whose tables add up to `table_bytes`: far (into L2) from the far size on,
-// or, when the call runs on one thread (`one_thread`), from the one-thread far size on (twice
-// the L2: a single thread gains 2-14 % from the far plan on 7-14 MB tables here, two threads
-// lose 1-9 %; docs/kernels.md, "Far plan on one thread").
-PrefetchPlan prefetch_plan(int64_t table_bytes, bool one_thread);
+// The plan of a call whose tables add up to `table_bytes`: far (into L2) from the far size on;
+// the mid plan, far plus each row's lines into L1 `near` rows ahead, from the mid size (default
+// twice the L2) up to the far size; near below. Measured (docs/kernels.md, "Mid plan"): on 7-136
+// MB tables the mid plan ran up to 1.18x as fast as the far plan alone at 1 thread and up to
+// 1.34x the near plan at 2 threads; on 1.4 GB tables the L1 half gained nothing (0.91-1.08), so
+// they stay far.
+PrefetchPlan prefetch_plan(int64_t table_bytes);
 // Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);
-// Sets the one-thread far size (>= 0); returns the previous one.
-int64_t set_far_prefetch_one_thread(int64_t min_table_bytes);
+// Sets the mid plan (min_table_bytes >= 0, near distance 0..256; 0: no L1 half, the far plan
+// alone from that size on); returns the previous pair.
+std::vector<int64_t> set_mid_prefetch(int64_t min_table_bytes, int64_t near);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with
 // fewer tasks than threads is split so every thread gets a task when it still moves >= 64 KiB
 // (row reads plus output writes: one-id bags of wide rows; measured at batch 512, one id per
 // bag, 2 threads, int8 10M x 128: 0.65-0.77 -> 1.14-1.17x FBGEMM's op), or when its rows come
-// from DRAM (`far`: the prefetch plan's far call) and every thread gets >= 256 ids: there each id
-// costs a DRAM latency, tens of ns, not the few ns of a cached row (batch 512, one id per bag, 2
-// threads, 10M x 16 int8, 45 KB: 1.12-1.14x the one-thread call; at 64 and 128 ids a split lost
-// 11-14 %, at 256 it was even; docs/kernels.md, Dispatch). `bytes()` gives the call's bytes; it
-// is asked only for a call with fewer tasks than threads.
+// from DRAM (`far`: the plan prefetches into L2, the mid or the far plan) and every thread gets
+// >= 256 ids: there each id costs a DRAM latency, tens of ns, not the few ns of a cached row
+// (batch 512, one id per bag, 2 threads, 10M x 16 int8, 45 KB: 1.12-1.14x the one-thread call;
+// at 64 and 128 ids a split lost 11-14 %, at 256 it was even; docs/kernels.md, Dispatch).
+// `bytes()` gives the call's bytes; it is asked only for a call with fewer tasks than threads.
 template <typename Bytes>
 int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables, int threads,
                   bool far, const Bytes& bytes) {

@@ -43,6 +43,8 @@ struct Bags {
   int prefetch_lead;      // rows by which a row's first line is prefetched before its others
                           // (rows of 3 or more lines; 0: all lines at once)
   bool prefetch_l2;       // into L2 (the call's tables are far larger than the caches), else L1
+  int prefetch_near;      // with prefetch_l2: rows ahead whose lines are also prefetched into L1
+                          // (the mid plan; 0: none)
   int64_t prefetch_lines; // the most cache lines a row of the table spans (prefetch.h
                           // row_lines): one prefetch each; known per table, set once per call
   const float* weights;   // every per-sample weight of the call, or nullptr

@@ -136,7 +136,7 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
   // caches (8 tables of 72 MB, each below the far size: far / near 1.18-1.25, docs/kernels.md).
   int64_t table_bytes = 0;
   for (const Table& tab : tables) table_bytes += tab.rows * tab.row_bytes;
-  const PrefetchPlan by_size = prefetch_plan(table_bytes, false);
+  const PrefetchPlan prefetch = prefetch_plan(table_bytes);
   // Tasks: runs of up to `grain` consecutive bags of one table; each is one kernel call.
   const auto bytes = [&] {  // the output, then the rows read
     int64_t sum = batch * total_dim * elem;
@@ -148,11 +148,8 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
   };
   const int threads = at::get_num_threads();
   const int64_t grain =
-      bag_grain(n_idx, n_bags, batch, n_tables, threads, by_size.into_l2, bytes);
+      bag_grain(n_idx, n_bags, batch, n_tables, threads, prefetch.into_l2, bytes);
   const int64_t runs_per_table = (batch + grain - 1) / grain;
-  // Then the plan for a call that runs on one thread (one thread, or one task).
-  const bool one_thread = threads == 1 || n_tables * runs_per_table == 1;
-  const PrefetchPlan prefetch = one_thread ? prefetch_plan(table_bytes, true) : by_size;
   BadIndex bad;
   at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
@@ -163,7 +160,8 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
       if (!direct) buf.resize(count * tab.dim);
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
-                            prefetch.lead, prefetch.into_l2, lines[t], w, mode == 1,
+                            prefetch.lead, prefetch.into_l2, prefetch.near, lines[t], w,
+                            mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
       const int64_t r = kernel(run);
@@ -284,8 +282,8 @@ TORCH_LIBRARY(recsys_kernels, m) {
   m.def("set_prefetch_lead(int near, int far) -> int[]", recsys_kernels::set_prefetch_lead);
   m.def("set_far_prefetch(int distance, int min_table_bytes) -> int[]",
         recsys_kernels::set_far_prefetch);
-  m.def("set_far_prefetch_one_thread(int min_table_bytes) -> int",
-        recsys_kernels::set_far_prefetch_one_thread);
+  m.def("set_mid_prefetch(int min_table_bytes, int near) -> int[]",
+        recsys_kernels::set_mid_prefetch);
 }
 
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {

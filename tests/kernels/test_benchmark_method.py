@@ -82,10 +82,11 @@ def test_prefetch_lead_rejects_bad_arguments_before_measuring(capsys, args, mess
     assert prefetch_lead.current_leads() == (4, 16)  # settings untouched
 
 
-def test_far_setting_reads_without_changing():
-    before = prefetch_policy.far_setting()
-    assert prefetch_policy.far_setting() == before
-    assert before[0] == 64 and before[1] > 0 and before[2] > 0  # distance, far size, one thread
+def test_policy_setting_reads_without_changing():
+    before = prefetch_policy.current_setting()
+    assert prefetch_policy.current_setting() == before
+    # far distance, far size, mid size, mid near distance
+    assert before[0] == 64 and before[1] > before[2] > 0 and before[3] == 8
 
 
 @pytest.mark.parametrize("flag, value", [("--dims", "0"), ("--sizes", "-5"), ("--pools", "x"),

@@ -62,56 +62,69 @@ def test_threads_and_prefetch_settings_do_not_change_results():
     table, indices, offsets = _case(5000, 48, [int(x) for x in torch.arange(300) % 17], seed=7)
     packed = quant.quantize_int4(table)
     threads = torch.get_num_threads()
-    old_one_thread = ops.set_far_prefetch_one_thread(1 << 62)
+    old_mid = ops.set_mid_prefetch(1 << 62, 0)
     try:
         torch.set_num_threads(1)
         expected = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
-        for n_threads, distance, far, one_thread_far in itertools.product(
-            (1, 2), (0, 1, 16, 64), (False, True), (False, True)
-        ):  # into L1, or into L2 as for a table beyond the caches (any call, or one thread's)
+        for n_threads, distance, far, mid_near in itertools.product(
+            (1, 2), (0, 1, 16, 64), (False, True), (None, 0, 1, 8, 64)
+        ):  # into L1; into L2 as for a table beyond the caches; or the mid plan, L2 and L1
             torch.set_num_threads(n_threads)
             old = ops.set_prefetch_distance(distance)
             old_far = ops.set_far_prefetch(distance, 0 if far else 1 << 62)
-            ops.set_far_prefetch_one_thread(0 if one_thread_far else 1 << 62)
+            ops.set_mid_prefetch(1 << 62 if mid_near is None else 0, mid_near or 0)
             got = ops.embedding_bag_int4(packed, indices, offsets, include_last_offset=True)
             ops.set_prefetch_distance(old)
             ops.set_far_prefetch(*old_far)
-            assert torch.equal(got, expected), (n_threads, distance, far, one_thread_far)
+            assert torch.equal(got, expected), (n_threads, distance, far, mid_near)
     finally:
         torch.set_num_threads(threads)
-        ops.set_far_prefetch_one_thread(old_one_thread)
+        ops.set_mid_prefetch(*old_mid)
 
 
+@pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
-def test_prefetch_leads_do_not_change_results(lengths, isa):
-    """A row's first line prefetched `lead` rows before its others, under the near plan (rows of
-    3 lines: 128-wide int8, the only ones it applies to there) and the far plan, with leads
-    shorter than, equal to and beyond the distance (then ignored), one-id bags (the singles
-    path) and bags of 0-8 ids with weights: results equal the lookup with no prefetch at all,
-    bit for bit, and FBGEMM's operator."""
-    table, indices, offsets = _case(4000, 128, lengths, seed=11)
+def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
+    """Every prefetch plan: near (into L1), far (into L2), mid (into L2 and, `near` ids ahead,
+    into L1 too: within, and beyond, the distance, then ignored); with a row's first line
+    prefetched `lead` rows before its others (rows of 3 lines: 128-wide int8, the only ones a
+    lead applies to), leads shorter than, equal to and beyond the distance (then ignored);
+    rows of 2 lines (64-wide int8); one-id bags (the singles path) and bags of 0-8 ids with
+    weights: results equal the lookup with no prefetch at all, bit for bit, and FBGEMM's
+    operator."""
+    table, indices, offsets = _case(4000, dim, lengths, seed=11)
     weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(2))
     packed = torch.ops.quantized.embedding_bag_byte_prepack(table)
     fbgemm = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
         packed, indices, offsets, False, 0, False, weights, None, True
     )
-    old = (ops.set_prefetch_distance(0), ops.set_far_prefetch(0, 1 << 62),
-           ops.set_prefetch_lead(0, 0))  # fmt: skip
+    never = 1 << 62
+    old = (ops.set_prefetch_distance(0), ops.set_far_prefetch(0, never),
+           ops.set_prefetch_lead(0, 0), ops.set_mid_prefetch(never, 0))  # fmt: skip
+    plans = {
+        "near": (never, never, 0),
+        "far": (0, 0, 0),
+        "mid": (never, 0, 3),
+        "mid beyond": (never, 0, 30),
+    }  # (far size, mid size, mid near distance)
     try:
         expected = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
                                           include_last_offset=True)  # fmt: skip
         torch.testing.assert_close(expected, fbgemm, rtol=1e-5, atol=1e-5)
-        for distance, lead, far in itertools.product((0, 1, 8, 24), (1, 4, 8, 30), (False, True)):
+        for distance, lead, plan in itertools.product((0, 1, 8, 24), (1, 4, 8, 30), plans):
+            far_bytes, mid_bytes, near = plans[plan]
             ops.set_prefetch_distance(distance)
-            ops.set_far_prefetch(distance, 0 if far else 1 << 62)
+            ops.set_far_prefetch(distance, far_bytes)
+            ops.set_mid_prefetch(mid_bytes, near)
             ops.set_prefetch_lead(lead, lead)
             got = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
                                          include_last_offset=True)  # fmt: skip
-            assert torch.equal(got, expected), (distance, lead, far)
+            assert torch.equal(got, expected), (distance, lead, plan)
     finally:
         ops.set_prefetch_distance(old[0])
         ops.set_far_prefetch(*old[1])
         ops.set_prefetch_lead(*old[2])
+        ops.set_mid_prefetch(*old[3])
 
 
 def test_prefetch_lead_defaults_and_bad_settings():
@@ -137,18 +150,21 @@ def test_far_prefetch_defaults_and_bad_settings():
     assert ops.set_far_prefetch(distance, min_bytes) == (distance, min_bytes)  # unchanged
 
 
-def test_one_thread_far_size_default_and_bad_settings():
-    """Calls on one thread take the far plan from twice the L2 on (4 MiB when the OS reports no
-    L2); a negative size is refused and leaves the setting as it was."""
+def test_mid_plan_defaults_and_bad_settings():
+    """Calls take the mid plan from twice the L2 on (4 MiB when the OS reports no L2), its L1
+    half 8 ids ahead; a negative size or a distance outside [0, 256] is refused and leaves the
+    setting as it was."""
     out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True, text=True)
     text = out.stdout.strip()  # glibc's sysconf, as ours; "undefined" or "0" when unknown
     l2 = int(text) if out.returncode == 0 and text.isdigit() else 0
-    size = ops.set_far_prefetch_one_thread(1 << 20)
-    assert ops.set_far_prefetch_one_thread(size) == 1 << 20
-    assert size == (2 * l2 if l2 > 0 else 4 << 20)
-    with pytest.raises(RuntimeError, match="min_table_bytes >= 0, got -5"):
-        ops.set_far_prefetch_one_thread(-5)
-    assert ops.set_far_prefetch_one_thread(size) == size  # unchanged
+    default = ops.set_mid_prefetch(1 << 20, 3)
+    assert ops.set_mid_prefetch(*default) == (1 << 20, 3)
+    assert default == (2 * l2 if l2 > 0 else 4 << 20, 8)
+    with pytest.raises(RuntimeError, match="min_table_bytes >= 0 and a near distance in "):
+        ops.set_mid_prefetch(-5, 8)
+    with pytest.raises(RuntimeError, match=r"\[0, 256\], got 100 and 257"):
+        ops.set_mid_prefetch(100, 257)
+    assert ops.set_mid_prefetch(*default) == default  # unchanged
 
 
 def test_near_prefetch_default_and_bad_settings():
