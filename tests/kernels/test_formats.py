@@ -82,14 +82,15 @@ def test_threads_and_prefetch_settings_do_not_change_results():
         ops.set_mid_prefetch(*old_mid)
 
 
-@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("dim", [16, 64, 128])
 @pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
 def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
     """Every prefetch plan: near (into L1), far (into L2), mid (into L2 and, `near` ids ahead,
     into L1 too: within, and beyond, the distance, then ignored); with a row's first line
     prefetched `lead` rows before its others (rows of 3 lines: 128-wide int8, the only ones a
     lead applies to), leads shorter than, equal to and beyond the distance (then ignored);
-    rows of 2 lines (64-wide int8); one-id bags (the singles path) and bags of 0-8 ids with
+    rows of 2 lines (64-wide int8) and rows shorter than a line (16-wide int8, 24 bytes: their
+    own short-row prefetch); one-id bags (the singles path) and bags of 0-8 ids with
     weights: results equal the lookup with no prefetch at all, bit for bit, and FBGEMM's
     operator."""
     table, indices, offsets = _case(4000, dim, lengths, seed=11)
