@@ -64,6 +64,11 @@ int64_t mode_code(const std::string& m) { return code_of(m, "mode", kModeKeys); 
 
 const at::Tensor& unpack(py::handle t) { return THPVariable_Unpack(t.ptr()); }
 
+// An optional tensor argument (per-sample weights): None, or the tensor.
+std::optional<at::Tensor> unpack_optional(py::handle t) {
+  return t.is_none() ? std::nullopt : std::optional<at::Tensor>(unpack(t));
+}
+
 // kernels.ops.embedding_bag in eager mode (bags as offsets), in one call from Python: the
 // plain-tensor test and
 // the format and mode names in C++, where a call whose code and data were evicted by other work
@@ -77,8 +82,7 @@ py::object embedding_bag_eager(py::handle weight, py::handle indices, py::handle
                                std::optional<at::ScalarType> out_dtype) {
   const int64_t f = format_code(format), m = mode_code(mode);
   if (!eager_plain({weight, indices, offsets, per_sample_weights})) return py::none();
-  std::optional<at::Tensor> psw;
-  if (!per_sample_weights.is_none()) psw = unpack(per_sample_weights);
+  const std::optional<at::Tensor> psw = unpack_optional(per_sample_weights);
   at::Tensor out;
   {
     py::gil_scoped_release no_gil;
@@ -104,8 +108,7 @@ py::object embedding_bags_eager(py::handle tables, const std::vector<int64_t>& d
     weights.push_back(unpack(t));
   }
   if (!eager_plain({indices, offsets, per_sample_weights})) return py::none();
-  std::optional<at::Tensor> psw;
-  if (!per_sample_weights.is_none()) psw = unpack(per_sample_weights);
+  const std::optional<at::Tensor> psw = unpack_optional(per_sample_weights);
   at::Tensor out;
   {
     py::gil_scoped_release no_gil;

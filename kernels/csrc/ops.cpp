@@ -146,9 +146,8 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
     }
     return sum;
   };
-  const int threads = at::get_num_threads();
   const int64_t grain =
-      bag_grain(n_idx, n_bags, batch, n_tables, threads, prefetch.into_l2, bytes);
+      bag_grain(n_idx, n_bags, batch, n_tables, at::get_num_threads(), prefetch.into_l2, bytes);
   const int64_t runs_per_table = (batch + grain - 1) / grain;
   BadIndex bad;
   at::parallel_for(0, n_tables * runs_per_table, 1, [&](int64_t begin, int64_t end) {
