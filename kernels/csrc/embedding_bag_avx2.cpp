@@ -40,15 +40,13 @@ struct Tail {
   __m256i lanes;  // valid columns of the last vector
   __m128i dwords8;  // dwords that hold their int8 codes (every layout has 4 bytes after the
                     // codes, so reading whole dwords stays inside the row)
-  bool load8_half;  // an int8_half row may read 8 bytes from its last vector's codes (>= 4 of
-                    // them, then the 4-byte trailer); an int8 row always may (8-byte trailer)
 };
 
 inline Tail make_tail(int last) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m128i iota4 = _mm_setr_epi32(0, 1, 2, 3);
   return {_mm256_cmpgt_epi32(_mm256_set1_epi32(last), iota),
-          _mm_cmpgt_epi32(_mm_set1_epi32((last + 3) / 4), iota4), last >= 4};
+          _mm_cmpgt_epi32(_mm_set1_epi32((last + 3) / 4), iota4)};
 }
 
 inline VF u8_to_ps(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
@@ -75,12 +73,11 @@ template <int kFmt>
 inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
   if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
     return load_codes<kFmt>(p);  // 4 bytes from a code byte: inside the row (4-byte trailer)
+  } else if constexpr (kFmt == static_cast<int>(Format::kInt8)) {
+    // The plain 8-byte load: it ends at most 7 bytes past the codes, inside the row's 8-byte
+    // trailer; its lanes past the codes are never stored. A masked dword load is two uops.
+    return load_codes<kFmt>(p);
   } else {
-    // The plain 8-byte load when it ends inside the row: its lanes past the codes are never
-    // stored (as on AVX-512, embedding_bag_avx512.cpp); a masked dword load is two uops.
-    if (kFmt == static_cast<int>(Format::kInt8) || t.load8_half) [[likely]] {
-      return load_codes<kFmt>(p);
-    }
     return u8_to_ps(_mm_maskload_epi32(reinterpret_cast<const int*>(p), t.dwords8));
   }
 }

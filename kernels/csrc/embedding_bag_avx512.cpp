@@ -41,15 +41,11 @@ struct Tail {
   __mmask16 pair4;   // int4 code bytes of the last two vectors (a full one, then `lanes`)
   bool whole8;       // a one-vector int4 row may read 8 bytes from its codes (>= 4 code bytes,
                      // then the 4-byte trailer: still inside the row)
-  bool load16;       // an int8 row (fp32 scale and bias) may read 16 bytes from its last
-                     // vector's codes (>= 8 of them, then the 8-byte trailer)
-  bool load16_half;  // an int8_half row (fp16 scale and bias) may: >= 12 codes, 4-byte trailer
 };
 
 inline Tail make_tail(int last) {
   const auto m = [](int n) { return static_cast<__mmask16>((1u << n) - 1u); };
-  return {m(last), m(last), m((last + 1) / 2), m(8 + (last + 1) / 2), last >= 7, last >= 8,
-          last >= 12};
+  return {m(last), m(last), m((last + 1) / 2), m(8 + (last + 1) / 2), last >= 7};
 }
 
 inline VF u8_to_ps(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
@@ -75,11 +71,6 @@ inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
   if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
     return u4_to_ps(_mm_maskz_loadu_epi8(t.bytes4, p));
   } else {
-    // When the last vector's 16 bytes end inside the row (the trailer follows the codes), the
-    // plain load: its extra lanes are never stored (vstore_tail). The masked one costs a mask
-    // register load and a separate widen per row, on the port the widening loads already fill.
-    const bool whole = kFmt == static_cast<int>(Format::kInt8) ? t.load16 : t.load16_half;
-    if (whole) [[likely]] return load_codes<kFmt>(p);
     return u8_to_ps(_mm_maskz_loadu_epi8(t.bytes8, p));
   }
 }
