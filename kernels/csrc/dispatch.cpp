@@ -117,8 +117,9 @@ PrefetchPlan prefetch_plan(int64_t table_bytes) {
     return {distance, lead < distance ? lead : 0, false, 0};
   }
   const int distance = g_far_prefetch.load(), lead = g_far_lead.load();
-  const int near = far ? 0 : g_mid_near.load();
-  return {distance, lead < distance ? lead : 0, true, near < distance ? near : 0};
+  // The L1 half's distance as set: the kernels drop it where it is not below the distance they
+  // prefetch at (rows_of), the one place that guards the ids it reads ahead.
+  return {distance, lead < distance ? lead : 0, true, far ? 0 : g_mid_near.load()};
 }
 
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {
