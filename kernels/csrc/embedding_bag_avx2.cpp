@@ -28,6 +28,8 @@ constexpr int kLanes = 8;
 // 0.95x FBGEMM's AVX2 kernel (docs/kernels.md, "Wide rows and AVX2-only hosts").
 constexpr int kMaxVectors = 16;
 constexpr int kWideVectors = 8;
+// No separate copies for whole last vectors: int8 tails already take a plain load here.
+constexpr bool kFullTails = false;
 using VF = __m256;
 
 inline VF vzero() { return _mm256_setzero_ps(); }

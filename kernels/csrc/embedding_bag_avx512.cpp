@@ -26,6 +26,9 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kMaxVectors = 16;
 constexpr int kWideVectors = 8;
+// Whole last vectors get their own copies of the lookup: a masked load is a separate load and
+// widen (two fused uops for one), and GCC re-materializes its mask register in some loops.
+constexpr bool kFullTails = true;
 using VF = __m512;
 
 inline VF vzero() { return _mm512_setzero_ps(); }
