@@ -412,7 +412,8 @@ def set_mid_prefetch(min_table_bytes: int, near: int) -> tuple[int, int]:
     """Calls whose tables add up to at least `min_table_bytes` (default: twice the L2 cache,
     4 MiB here) but less than the far size take the mid plan: the far plan's prefetch into L2,
     and every line of the row `near` ids ahead (default 8) into L1 as well (0: the far plan
-    alone). Returns the previous (min_table_bytes, near)."""
+    alone). Beyond the far size rows of 3 or more cache lines keep that L1 half too. Returns the
+    previous (min_table_bytes, near)."""
     old = _ops.set_mid_prefetch(min_table_bytes, near)
     return int(old[0]), int(old[1])
 

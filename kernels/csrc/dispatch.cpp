@@ -114,12 +114,12 @@ PrefetchPlan prefetch_plan(int64_t table_bytes) {
   const bool far = table_bytes >= g_far_bytes.load();
   if (!far && table_bytes < g_mid_bytes.load()) {
     const int distance = g_prefetch.load(), lead = g_near_lead.load();
-    return {distance, lead < distance ? lead : 0, false, 0};
+    return {distance, lead < distance ? lead : 0, false, 0, false};
   }
   const int distance = g_far_prefetch.load(), lead = g_far_lead.load();
   // The L1 half's distance as set: the kernels drop it where it is not below the distance they
   // prefetch at (rows_of), the one place that guards the ids it reads ahead.
-  return {distance, lead < distance ? lead : 0, true, far ? 0 : g_mid_near.load()};
+  return {distance, lead < distance ? lead : 0, true, g_mid_near.load(), far};
 }
 
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {

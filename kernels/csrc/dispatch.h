@@ -61,13 +61,15 @@ struct PrefetchPlan {
   int lead;
   bool into_l2;
   int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
+  bool near_wide_only;  // the L1 half only for rows of 3 or more lines (beyond the far size)
 };
 // The plan of a call whose tables add up to `table_bytes`: far (into L2) from the far size on;
 // the mid plan, far plus each row's lines into L1 `near` rows ahead, from the mid size (default
 // twice the L2) up to the far size; near below. Measured (docs/kernels.md, "Mid plan"): on 7-136
 // MB tables the mid plan ran up to 1.18x as fast as the far plan alone at 1 thread and up to
-// 1.34x the near plan at 2 threads; on 1.4 GB tables the L1 half gained nothing (0.91-1.08), so
-// they stay far.
+// 1.34x the near plan at 2 threads. Beyond the far size the L1 half stays on rows of 3 or more
+// lines only (near_wide_only): on 1.4 GB tables it lost on 16- and 64-wide int8 rows and gained
+// 2-8 % on 128-wide ones (docs/kernels.md, "Mid plan").
 PrefetchPlan prefetch_plan(int64_t table_bytes);
 // Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);

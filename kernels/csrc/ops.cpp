@@ -159,7 +159,8 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
       if (!direct) buf.resize(count * tab.dim);
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
-                            prefetch.lead, prefetch.into_l2, prefetch.near, lines[t], w,
+                            prefetch.lead, prefetch.into_l2, prefetch.near,
+                            prefetch.near_wide_only, lines[t], w,
                             mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
