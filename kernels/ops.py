@@ -418,6 +418,13 @@ def set_mid_prefetch(min_table_bytes: int, near: int) -> tuple[int, int]:
     return int(old[0]), int(old[1])
 
 
+def set_prefetch_ids(enabled: bool) -> bool:
+    """Switch the prefetch of the ids ahead (on by default): while a run of bags pools, the ids
+    of the next run (which its index check reads first) are prefetched into L2. Only to measure
+    it; returns the previous setting."""
+    return bool(_ops.set_prefetch_ids(enabled))
+
+
 def mkl_bf16_available() -> bool:
     """True when this torch carries MKL's bf16 GEMM (the MLP's small-batch bf16 products)."""
     return bool(_ops.mkl_bf16_available())

@@ -48,6 +48,8 @@ struct Bags {
   bool prefetch_near_wide_only;  // ... only on rows of 3 or more lines (calls beyond the far size)
   int64_t prefetch_lines; // the most cache lines a row of the table spans (prefetch.h
                           // row_lines): one prefetch each; known per table, set once per call
+  bool prefetch_ids;      // the next run's ids into L2 while this run pools (embedding_bag_simd.inc,
+                          // prefetch_ids)
   const float* weights;   // every per-sample weight of the call, or nullptr
   bool mean;              // mean pooling (else sum)
   float* out;             // output of the run's first bag

@@ -160,7 +160,7 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
                             prefetch.lead, prefetch.into_l2, prefetch.near,
-                            prefetch.near_wide_only, lines[t], w,
+                            prefetch.near_wide_only, lines[t], prefetch.ids, w,
                             mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
@@ -284,6 +284,7 @@ TORCH_LIBRARY(recsys_kernels, m) {
         recsys_kernels::set_far_prefetch);
   m.def("set_mid_prefetch(int min_table_bytes, int near) -> int[]",
         recsys_kernels::set_mid_prefetch);
+  m.def("set_prefetch_ids(bool enabled) -> bool", recsys_kernels::set_prefetch_ids);
 }
 
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {

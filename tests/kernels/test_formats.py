@@ -128,6 +128,35 @@ def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
         ops.set_mid_prefetch(*old[3])
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_ids_prefetch_does_not_change_results_or_checks(dtype, isa):
+    """Each run of bags prefetches the next run's ids (on by default): calls of several runs
+    (one table, and two tables whose runs stop at the table's ids) give the same results with
+    it on and off, bit for bit, and a bad id in the last run is still reported by position."""
+    lengths = [int(x) for x in torch.arange(600) % 23]  # ~11 ids a bag: ~90 bags a run
+    table, indices, offsets = _case(3000, 64, lengths, seed=12, dtype=dtype)
+    packed = torch.ops.quantized.embedding_bag_byte_prepack(table)
+    half = len(lengths) // 2  # two tables of 300 bags each, the same rows
+    assert ops.set_prefetch_ids(True) is True  # the default
+    try:
+        results = {}
+        for on in (True, False):
+            ops.set_prefetch_ids(on)
+            one = ops.embedding_bag_int8(packed, indices, offsets, include_last_offset=True)
+            two = ops.embedding_bags([packed, packed], [64, 64], indices, offsets)
+            results[on] = (one, two)
+            bad = indices.clone()
+            bad[-3] = 3000
+            with pytest.raises(IndexError, match=f"index 3000 at position {bad.numel() - 3}"):
+                ops.embedding_bag_int8(packed, bad, offsets, include_last_offset=True)
+        assert torch.equal(results[True][0], results[False][0])
+        assert torch.equal(results[True][1], results[False][1])
+        assert torch.equal(results[True][1], torch.cat([results[True][0][:half],
+                                                        results[True][0][half:]], 1))
+    finally:
+        ops.set_prefetch_ids(True)
+
+
 def test_prefetch_lead_defaults_and_bad_settings():
     """Leads of 4 rows (near plan) and 16 (far plan) by default; a lead outside [0, 256] is
     refused by name and leaves both as they were."""
