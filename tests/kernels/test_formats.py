@@ -151,8 +151,9 @@ def test_ids_prefetch_does_not_change_results_or_checks(dtype, isa):
                 ops.embedding_bag_int8(packed, bad, offsets, include_last_offset=True)
         assert torch.equal(results[True][0], results[False][0])
         assert torch.equal(results[True][1], results[False][1])
-        assert torch.equal(results[True][1], torch.cat([results[True][0][:half],
-                                                        results[True][0][half:]], 1))
+        assert torch.equal(
+            results[True][1], torch.cat([results[True][0][:half], results[True][0][half:]], 1)
+        )
     finally:
         ops.set_prefetch_ids(True)
 
