@@ -76,6 +76,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (
 
 from benchmarks.machine import machine_info
 from kernels import ops
+from recsys.utils.hugepages import huge_page_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 512
@@ -328,6 +329,22 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
     return out
 
 
+def huge_page_shares(tables: dict) -> dict[str, float]:
+    """The share on transparent huge pages of each table of 64 MiB or more (of the mappings
+    that hold it, from /proc/self/smaps): such a table left on 4 KiB pages reads its rows
+    1.5-3x slower here, which once made ours int8_half look slower than fbgemm_gpu's TBE
+    (docs/benchmarks.md)."""
+    memory = {name: t.weights_host if hasattr(t, "weights_host") else t
+              for name, t in tables.items()}  # fmt: skip
+    shares = {}
+    for name, t in memory.items():
+        if t.nbytes < 64 << 20:
+            continue
+        huge, resident = huge_page_bytes(t.data_ptr(), t.nbytes)
+        shares[name] = round(huge / resident, 3) if resident else 0.0
+    return shares
+
+
 def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables, by
     pooling; both ops' share of the fetch-only probe, by table size."""
@@ -451,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
     pools = args.pools or ([20, 100] if args.quick else [1, 20, 100])
     rows: list[dict] = []
+    huge_pages: dict[str, dict[str, float]] = {}
     fbgemm_isa = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS") or "default"
     print(f"kernel path: {ops.current_isa()}; FBGEMM's: {fbgemm_isa}")
     for size, dim in itertools.product(sizes, dims):
@@ -460,6 +478,11 @@ def main(argv: list[str] | None = None) -> None:
         tables["tbe int4"] = tbe_module(tables["int4"], dim, "int4")
         if size * dim <= 10_000_000 * 64:  # fp32 baseline where it fits in memory comfortably
             tables["fp32"] = torch.randn(size, dim)
+        shares = huge_pages[f"{size} x {dim}"] = huge_page_shares(tables)
+        short = {name: s for name, s in shares.items() if s < 0.9}
+        if short:
+            print(f"warning: {size:,} x {dim} tables not on huge pages (share): {short}; their "
+                  "rows read slower, and the ops on them compare unevenly", flush=True)  # fmt: skip
         for pool, dist, threads in itertools.product(pools, ("uniform", "zipf"), args.threads):
             for r in bench_config(tables, size, dim, pool, dist, threads, args.reps):
                 rows.append(r)
@@ -471,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         del tables
     summary = summarise(rows)
     summary["us per call, one id"] = call_cost_us()
+    summary["tables' share on huge pages"] = huge_pages
     for k, v in summary.items():
         print(f"{k}: {v}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

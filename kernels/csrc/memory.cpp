@@ -15,8 +15,16 @@
 
 namespace recsys_kernels {
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1+; older headers lack the name
+#endif
+
 // A copy of `t` in 2 MiB-aligned memory advised for transparent huge pages: random row reads of
 // a large table then miss the TLB far less often (one 2 MiB entry instead of 512 4 KiB ones).
+// The pages the copy faulted in without a huge page (the kernel found no free 2 MiB block then)
+// are collapsed into huge pages once written (`MADV_COLLAPSE`): in two of the sixteenth
+// session's full benchmark runs a 10M-row table had stayed on 4 KiB pages and read its rows
+// 1.5-3x slower (docs/kernels.md, "Memory").
 at::Tensor hugepage_clone(const at::Tensor& t) {
   const auto src = t.contiguous();
   constexpr size_t kHuge = size_t{2} << 20;
@@ -27,6 +35,7 @@ at::Tensor hugepage_clone(const at::Tensor& t) {
               padded, " bytes for a huge-page table");
   madvise(mem, padded, MADV_HUGEPAGE);  // advisory: without THP the copy still works
   std::memcpy(mem, src.data_ptr(), src.nbytes());
+  madvise(mem, padded, MADV_COLLAPSE);  // advisory too: EINVAL before Linux 6.1, or no memory
   return at::from_blob(mem, src.sizes(), [](void* p) { std::free(p); }, src.options());
 }
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import platform
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 from torch.distributed._shard.sharded_tensor import ShardedTensor
@@ -46,6 +48,36 @@ def collapse_range(start: int, length: int) -> int:
             break
         done += size
     return done
+
+
+def collapse_supported() -> bool:
+    """Transparent huge pages not switched off, on a kernel with MADV_COLLAPSE (Linux 6.1+)."""
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if platform.system() != "Linux" or not mode.exists() or "[never]" in mode.read_text():
+        return False
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    return (major, minor) >= (6, 1)
+
+
+def huge_page_bytes(start: int, length: int) -> tuple[int, int]:
+    """(bytes on transparent huge pages, resident bytes) of this process's memory mappings that
+    overlap [start, start + length), from /proc/self/smaps; (0, 0) without it (not Linux).
+    Mappings count whole: a neighbour the kernel merged into one of them counts too."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        return 0, 0
+    huge = resident = 0
+    inside = False
+    for line in smaps.read_text().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if "-" in head and ":" not in head:  # a mapping's first line: "lo-hi perms ..."
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo < start + length and start < hi
+        elif inside and head == "Rss:":
+            resident += int(line.split()[1]) << 10
+        elif inside and head == "AnonHugePages:":
+            huge += int(line.split()[1]) << 10
+    return huge, resident
 
 
 def _cpu_tensors(values: Iterable[object]) -> Iterator[torch.Tensor]:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import ops, quant
+from recsys.utils.hugepages import collapse_supported, huge_page_bytes
 from tests.conftest import REPO
 from tests.kernels.conftest import PATHS
 
@@ -183,6 +184,16 @@ def test_dequantize_refuses_tables_that_are_not_packed_rows():
         quant.dequantize_int8_half(torch.zeros(4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"int4 table: rows of 3 code bytes hold 5 or 6 columns"):
         quant.dequantize_int4(torch.zeros(2, 7, dtype=torch.uint8), dim=9)
+
+
+def test_hugepage_table_is_on_huge_pages():
+    """The copy's every 2 MiB page is a huge page once made (collapsed where the fault found no
+    free one), where the kernel has transparent huge pages and MADV_COLLAPSE."""
+    if not collapse_supported():
+        pytest.skip("no transparent huge pages or no MADV_COLLAPSE (Linux 6.1+) here")
+    table = ops.to_hugepages(torch.ones(24 << 20, dtype=torch.uint8))
+    huge, _ = huge_page_bytes(table.data_ptr(), table.nbytes)
+    assert huge >= table.nbytes
 
 
 def test_hugepage_table_gives_the_same_results():

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,32 +9,12 @@ from recsys.utils.hugepages import (
     HUGE_PAGE_BYTES,
     _merged_ranges,
     collapse_range,
+    collapse_supported,
+    huge_page_bytes,
     place_tables_on_huge_pages,
 )
 
 MIB = 1 << 20
-
-
-def _thp_collapse_supported() -> bool:
-    """THP not switched off, and a kernel with MADV_COLLAPSE (Linux 6.1+)."""
-    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    if platform.system() != "Linux" or not mode.exists() or "[never]" in mode.read_text():
-        return False
-    major, minor = (int(x) for x in platform.release().split(".")[:2])
-    return (major, minor) >= (6, 1)
-
-
-def _huge_kb_of_mapping(address: int) -> int:
-    """AnonHugePages (kB) of the mapping of this process that holds `address`."""
-    inside = False
-    for line in Path(f"/proc/{os.getpid()}/smaps").read_text().splitlines():
-        head = line.split()[0]
-        if "-" in head and ":" not in head:
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo <= address < hi
-        elif inside and head == "AnonHugePages:":
-            return int(line.split()[1])
-    return 0
 
 
 def test_collapse_keeps_values_and_reports_aligned_bytes():
@@ -47,9 +23,9 @@ def test_collapse_keeps_values_and_reports_aligned_bytes():
     done = collapse_range(table.data_ptr(), table.nbytes)
     assert done % HUGE_PAGE_BYTES == 0 and 0 <= done <= table.nbytes
     assert torch.equal(table, expected)
-    if _thp_collapse_supported():
+    if collapse_supported():
         assert done >= 8 * MIB  # at least the aligned 2 MiB ranges inside 12 MiB but the ends
-        assert _huge_kb_of_mapping(table.data_ptr() + 6 * MIB) * 1024 >= done
+        assert huge_page_bytes(table.data_ptr() + 6 * MIB, 1)[0] >= done
 
 
 def test_range_shorter_than_a_huge_page_is_left_alone():
@@ -82,7 +58,7 @@ def test_sharded_model_state_is_unchanged(tiny_dataset, dist_env, with_optimizer
     state = dmp.fused_optimizer.state_dict()["state"] if with_optimizer_state else None
     moved = place_tables_on_huge_pages(dmp, state)
     assert moved % HUGE_PAGE_BYTES == 0 and moved >= 0
-    if _thp_collapse_supported():
+    if collapse_supported():
         assert moved >= 4 * MIB
     for k, v in dmp.state_dict().items():
         now = v.local_shards()[0].tensor if hasattr(v, "local_shards") else v
