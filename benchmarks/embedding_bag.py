@@ -332,8 +332,8 @@ def bench_config(tables: dict, rows: int, dim: int, pool: int, dist: str, thread
 def huge_page_shares(tables: dict) -> dict[str, float]:
     """The share on transparent huge pages of each table of 64 MiB or more (of the mappings
     that hold it, from /proc/self/smaps): such a table left on 4 KiB pages reads its rows
-    1.5-3x slower here, which once made ours int8_half look slower than fbgemm_gpu's TBE
-    (docs/benchmarks.md)."""
+    up to 3x slower here, the likely cause of a run where ours int8_half read slower than
+    fbgemm_gpu's TBE on one table (docs/benchmarks.md)."""
     memory = {name: t.weights_host if hasattr(t, "weights_host") else t
               for name, t in tables.items()}  # fmt: skip
     shares = {}

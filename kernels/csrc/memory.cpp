@@ -22,9 +22,9 @@ namespace recsys_kernels {
 // A copy of `t` in 2 MiB-aligned memory advised for transparent huge pages: random row reads of
 // a large table then miss the TLB far less often (one 2 MiB entry instead of 512 4 KiB ones).
 // The pages the copy faulted in without a huge page (the kernel found no free 2 MiB block then)
-// are collapsed into huge pages once written (`MADV_COLLAPSE`): in two of the sixteenth
-// session's full benchmark runs a 10M-row table had stayed on 4 KiB pages and read its rows
-// 1.5-3x slower (docs/kernels.md, "Memory").
+// are collapsed into huge pages once written (`MADV_COLLAPSE`): in one of the sixteenth
+// session's full benchmark runs a 10M-row table had most likely stayed on 4 KiB pages, its
+// lookups 1.2-2.9x slower than on the table beside it (docs/kernels.md, "Memory").
 at::Tensor hugepage_clone(const at::Tensor& t) {
   const auto src = t.contiguous();
   constexpr size_t kHuge = size_t{2} << 20;
