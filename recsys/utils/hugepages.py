@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def collapse_supported() -> bool:
     mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if platform.system() != "Linux" or not mode.exists() or "[never]" in mode.read_text():
         return False
-    major, minor = (int(x) for x in platform.release().split(".")[:2])
-    return (major, minor) >= (6, 1)
+    version = re.match(r"(\d+)\.(\d+)", platform.release())
+    return version is not None and (int(version[1]), int(version[2])) >= (6, 1)
 
 
 def huge_page_bytes(start: int, length: int) -> tuple[int, int]:
@@ -69,6 +70,8 @@ def huge_page_bytes(start: int, length: int) -> tuple[int, int]:
     huge = resident = 0
     inside = False
     for line in smaps.read_text().splitlines():
+        if not line.strip():
+            continue
         head = line.split(maxsplit=1)[0]
         if "-" in head and ":" not in head:  # a mapping's first line: "lo-hi perms ..."
             lo, hi = (int(x, 16) for x in head.split("-"))
