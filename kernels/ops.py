@@ -422,6 +422,8 @@ def set_prefetch_ids(enabled: bool) -> bool:
     """Switch the prefetch of the ids ahead (on by default): while a run of bags pools, the ids
     of the next run (which its index check reads first) are prefetched into L2. Only to measure
     it; returns the previous setting."""
+    if not isinstance(enabled, bool):  # torch's bool argument would take 2 or None as well
+        raise TypeError(f"set_prefetch_ids takes True or False, got {enabled!r}")
     return bool(_ops.set_prefetch_ids(enabled))
 
 

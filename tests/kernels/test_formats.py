@@ -158,6 +158,13 @@ def test_ids_prefetch_does_not_change_results_or_checks(dtype, isa):
         ops.set_prefetch_ids(True)
 
 
+def test_ids_prefetch_setting_refuses_what_is_not_a_bool():
+    for bad in (None, 0, 2, "yes"):
+        with pytest.raises(TypeError, match="set_prefetch_ids takes True or False, got"):
+            ops.set_prefetch_ids(bad)
+    assert ops.set_prefetch_ids(True) is True  # unchanged: still on
+
+
 def test_prefetch_lead_defaults_and_bad_settings():
     """Leads of 4 rows (near plan) and 16 (far plan) by default; a lead outside [0, 256] is
     refused by name and leaves both as they were."""

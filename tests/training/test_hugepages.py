@@ -84,3 +84,8 @@ def test_wrong_type_for_the_setting_is_a_config_error():
     ):
         compose(config_name="train", overrides=["trainer.huge_page_tables=sometimes"])
     assert "not a valid bool" in str(info.value.__cause__)
+
+
+def test_huge_page_bytes_of_unmapped_memory_is_nothing():
+    """An address range no mapping of this process covers (page 0) counts no bytes at all."""
+    assert huge_page_bytes(0, 4096) == (0, 0)
