@@ -43,6 +43,7 @@ measured: the index checks' cost (checks switched off).
     python -m benchmarks.embedding_bag                 # full grid, JSON in results/
     python -m benchmarks.embedding_bag --quick         # 100k rows, pooling 20/100, dims 16/128
     python -m benchmarks.embedding_bag --dims 256 --sizes 100000 3000000   # other shapes
+    python -m benchmarks.embedding_bag_runs a.json b.json c.json   # several runs, per-row medians
     # an AVX2-only host: both libraries' AVX2 code (FBGEMM's own switch, ours)
     RECSYS_KERNELS_ISA=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python -m benchmarks.embedding_bag
 """
@@ -345,14 +346,22 @@ def huge_page_shares(tables: dict) -> dict[str, float]:
     return shares
 
 
+# What the issue's speed target compares: (format of "ours <format>", ratio key, baseline label).
+COMPARISONS = (
+    ("int8", "vs_fbgemm", "fbgemm"),
+    ("int4", "vs_fbgemm", "fbgemm"),
+    ("int8 (torch.ops)", "vs_fbgemm", "fbgemm"),
+    ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe"),
+    ("int4", "vs_fbgemm_tbe", "fbgemm tbe"),
+)
+CONFIG_KEYS = ("rows", "dim", "pool", "ids", "threads")  # what makes one row of the grid
+
+
 def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables, by
     pooling; both ops' share of the fetch-only probe, by table size."""
     out: dict = {}
-    for fmt, key, label in (("int8", "vs_fbgemm", "fbgemm"), ("int4", "vs_fbgemm", "fbgemm"),
-                            ("int8 (torch.ops)", "vs_fbgemm", "fbgemm"),
-                            ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe"),
-                            ("int4", "vs_fbgemm_tbe", "fbgemm tbe")):  # fmt: skip
+    for fmt, key, label in COMPARISONS:
         mine = [r for r in rows if r["op"] == f"ours {fmt}" and key in r]
         if not mine:
             continue
@@ -360,7 +369,7 @@ def summarise(rows: list[dict]) -> dict:
         worst = min(mine, key=lambda r: r[key])
         out[f"ours/{label} {fmt} geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
         out[f"ours/{label} {fmt} worst"] = round(min(ratios), 3)
-        out[f"ours/{label} {fmt} worst row"] = {k: worst[k] for k in _KEYS}
+        out[f"ours/{label} {fmt} worst row"] = {k: worst[k] for k in CONFIG_KEYS}
     big = [r for r in rows if r["op"] == "ours int8" and r["rows"] >= 10**6]
     for key, label in (("vs_gather_limit", "gather limit"),
                        ("vs_gather_write_limit", "gather+write limit")):  # fmt: skip
@@ -374,7 +383,7 @@ def summarise(rows: list[dict]) -> dict:
     # prefetched into L2, ours runs above it on some of these configs.
     speeds: dict[tuple, dict[str, float]] = {}
     for r in rows:
-        speeds.setdefault(tuple(r[k] for k in _KEYS), {})[r["op"]] = r["mids_per_s"]
+        speeds.setdefault(tuple(r[k] for k in CONFIG_KEYS), {})[r["op"]] = r["mids_per_s"]
     where = "(>= 1M rows, pooling 20 and 100)"
     for fmt in ("int8", "int4"):
         for op in ("fbgemm", "ours"):
@@ -397,9 +406,6 @@ def summarise(rows: list[dict]) -> dict:
     costs = [r["check_cost"] for r in rows if "check_cost" in r]
     out["index check cost (median)"] = round(statistics.median(costs), 4)
     return out
-
-
-_KEYS = ("rows", "dim", "pool", "ids", "threads")
 
 
 def _ours_scripted(t: torch.Tensor, i: torch.Tensor, off: torch.Tensor,
