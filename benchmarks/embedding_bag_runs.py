@@ -34,6 +34,8 @@ def load_ratios(path: Path) -> dict[tuple[str, str], dict[tuple, float]]:
         rows = json.loads(path.read_text())["rows"]
     except FileNotFoundError:
         raise RunsError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RunsError(f"{path}: cannot be read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunsError(f"{path}: not JSON ({e})") from None
     except (KeyError, TypeError):

@@ -83,6 +83,11 @@ def test_bad_run_files_name_the_file_and_problem(tmp_path, content, message):
     assert str(path) in str(e.value)
 
 
+def test_a_directory_is_refused_by_name(tmp_path):
+    with pytest.raises(runs.RunsError, match=r"cannot be read \(Is a directory\)"):
+        runs.load_ratios(tmp_path)
+
+
 def test_one_run_is_a_usage_error(tmp_path, capsys):
     a = _write(tmp_path / "a.json", [1.3], [1.4])
     with pytest.raises(SystemExit) as e:
