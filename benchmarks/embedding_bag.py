@@ -77,7 +77,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (
 
 from benchmarks.machine import machine_info
 from kernels import ops
-from recsys.utils.hugepages import huge_page_bytes
+from recsys.utils.hugepages import huge_page_bytes_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 512
@@ -337,22 +337,21 @@ def huge_page_shares(tables: dict) -> dict[str, float]:
     fbgemm_gpu's TBE on one table (docs/benchmarks.md)."""
     memory = {name: t.weights_host if hasattr(t, "weights_host") else t
               for name, t in tables.items()}  # fmt: skip
-    shares = {}
-    for name, t in memory.items():
-        if t.nbytes < 64 << 20:
-            continue
-        huge, resident = huge_page_bytes(t.data_ptr(), t.nbytes)
-        shares[name] = round(huge / resident, 3) if resident else 0.0
-    return shares
+    large = {name: t for name, t in memory.items() if t.nbytes >= 64 << 20}
+    counts = huge_page_bytes_of([(t.data_ptr(), t.nbytes) for t in large.values()])
+    return {name: round(huge / resident, 3) if resident else 0.0
+            for name, (huge, resident) in zip(large, counts, strict=True)}  # fmt: skip
 
 
-# What the issue's speed target compares: (format of "ours <format>", ratio key, baseline label).
+# Ours against FBGEMM: (format of "ours <format>", ratio key, baseline label, whether the
+# issue's speed target applies: not to our op through torch.ops, whose extra ~2.6 us per call is
+# Python's schema parsing, not the kernel's).
 COMPARISONS = (
-    ("int8", "vs_fbgemm", "fbgemm"),
-    ("int4", "vs_fbgemm", "fbgemm"),
-    ("int8 (torch.ops)", "vs_fbgemm", "fbgemm"),
-    ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe"),
-    ("int4", "vs_fbgemm_tbe", "fbgemm tbe"),
+    ("int8", "vs_fbgemm", "fbgemm", True),
+    ("int4", "vs_fbgemm", "fbgemm", True),
+    ("int8 (torch.ops)", "vs_fbgemm", "fbgemm", False),
+    ("int8_half", "vs_fbgemm_tbe", "fbgemm tbe", True),
+    ("int4", "vs_fbgemm_tbe", "fbgemm tbe", True),
 )
 CONFIG_KEYS = ("rows", "dim", "pool", "ids", "threads")  # what makes one row of the grid
 
@@ -361,7 +360,7 @@ def summarise(rows: list[dict]) -> dict:
     """Geometric mean and worst row of ours / FBGEMM; gather-limit share on 10M-row tables, by
     pooling; both ops' share of the fetch-only probe, by table size."""
     out: dict = {}
-    for fmt, key, label in COMPARISONS:
+    for fmt, key, label, _ in COMPARISONS:
         mine = [r for r in rows if r["op"] == f"ours {fmt}" and key in r]
         if not mine:
             continue

@@ -64,23 +64,29 @@ def huge_page_bytes(start: int, length: int) -> tuple[int, int]:
     """(bytes on transparent huge pages, resident bytes) of this process's memory mappings that
     overlap [start, start + length), from /proc/self/smaps; (0, 0) without it (not Linux).
     Mappings count whole: a neighbour the kernel merged into one of them counts too."""
+    return huge_page_bytes_of([(start, length)])[0]
+
+
+def huge_page_bytes_of(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """huge_page_bytes of each (start, length) in `ranges`, from one read of /proc/self/smaps."""
     smaps = Path("/proc/self/smaps")
+    totals = [[0, 0] for _ in ranges]
     if not smaps.exists():
-        return 0, 0
-    huge = resident = 0
-    inside = False
+        return [(0, 0)] * len(ranges)
+    inside: list[int] = []
     for line in smaps.read_text().splitlines():
         if not line.strip():
             continue
         head = line.split(maxsplit=1)[0]
         if "-" in head and ":" not in head:  # a mapping's first line: "lo-hi perms ..."
             lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo < start + length and start < hi
-        elif inside and head == "Rss:":
-            resident += int(line.split()[1]) << 10
-        elif inside and head == "AnonHugePages:":
-            huge += int(line.split()[1]) << 10
-    return huge, resident
+            inside = [k for k, (start, length) in enumerate(ranges)
+                      if lo < start + length and start < hi]  # fmt: skip
+        elif inside and head in ("AnonHugePages:", "Rss:"):
+            field = 0 if head == "AnonHugePages:" else 1
+            for k in inside:
+                totals[k][field] += int(line.split()[1]) << 10
+    return [(huge, resident) for huge, resident in totals]  # tuples, as huge_page_bytes gives
 
 
 def _cpu_tensors(values: Iterable[object]) -> Iterator[torch.Tensor]:
