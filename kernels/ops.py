@@ -14,6 +14,7 @@ indices and offsets are int32 or int64. `kernels.quant` packs fp32 tables (error
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -430,6 +431,13 @@ def set_prefetch_ids(enabled: bool) -> bool:
 def mkl_bf16_available() -> bool:
     """True when this torch carries MKL's bf16 GEMM (the MLP's small-batch bf16 products)."""
     return bool(_ops.mkl_bf16_available())
+
+
+@functools.cache
+def bf16_mlp_available() -> bool:
+    """True when `mlp(..., bf16=True)` can run here: oneDNN has bf16 kernels for this CPU (AVX-512
+    or newer) or this torch carries MKL's bf16 GEMM (then every bf16 product runs on MKL)."""
+    return bool(_ops.bf16_mlp_available())
 
 
 def mm_bf16_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -103,11 +103,26 @@ struct SgdInBackward {
   }
 };
 
+// Whether oneDNN has bf16 kernels for this CPU (AVX-512 BW/VL/DQ or newer): on an AVX2-only
+// host (seen: AMD EPYC Zen 3) it has none, and its linear fails with "could not create a
+// primitive descriptor". Asked once, through torch's own check.
+bool onednn_bf16() {
+  static const bool ok = [] {
+    const c10::OperatorHandle op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_is_mkldnn_bf16_supported", "");
+    torch::jit::Stack stack;
+    op.callBoxed(&stack);
+    return stack[0].toBool();
+  }();
+  return ok;
+}
+
 // bf16 products of fewer rows than mkl_bf16_max_rows() run on MKL's bf16 GEMM (fp32 out, then
-// the fp32 bias + ReLU pass and a cast; mkl_bf16.cpp says why) instead of oneDNN.
+// the fp32 bias + ReLU pass and a cast; mkl_bf16.cpp says why) instead of oneDNN; so do all of
+// them where oneDNN has no bf16 kernels for this CPU.
 bool small_bf16(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 && x.size(0) < mkl_bf16_max_rows() &&
-         mkl_bf16_available();
+  return x.scalar_type() == at::kBFloat16 && mkl_bf16_available() &&
+         (x.size(0) < mkl_bf16_max_rows() || !onednn_bf16());
 }
 
 std::vector<at::Tensor> cast_all(at::TensorList ts, at::ScalarType dtype) {
@@ -119,6 +134,8 @@ std::vector<at::Tensor> cast_all(at::TensorList ts, at::ScalarType dtype) {
 
 }  // namespace
 
+bool bf16_mlp_available() { return onednn_bf16() || mkl_bf16_available(); }
+
 // -> (output, [input, each layer's output], weights in the working dtype).
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases, bool relu_last,
@@ -129,6 +146,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_for
   TORCH_CHECK(n > 0 && static_cast<int64_t>(biases.size()) == n,
               "recsys_kernels.mlp_forward: one bias per weight, got ", n, " weights and ",
               biases.size(), " biases");
+  TORCH_CHECK(!bf16 || bf16_mlp_available(),
+              "recsys_kernels.mlp: bf16 needs oneDNN's bf16 kernels (a CPU with AVX-512) "
+              "or MKL's bf16 GEMM, and this CPU and torch have neither: run it in fp32");
   const at::ScalarType work = bf16 ? at::kBFloat16 : at::kFloat;
   at::Tensor h = x.to(work);
   // A small bf16 batch runs every layer on MKL with the fp32 biases: no bf16 copies of them.
@@ -333,6 +353,7 @@ at::Tensor mlp_inference(const at::Tensor& x, at::TensorList weights, at::Tensor
 }  // namespace recsys_kernels
 
 TORCH_LIBRARY_FRAGMENT(recsys_kernels, m) {
+  m.def("bf16_mlp_available() -> bool", recsys_kernels::bf16_mlp_available);
   m.def(
       "mlp(Tensor x, Tensor[] weights, Tensor[] biases, bool relu_last, bool bf16, bool head, "
       "float? sgd_lr=None, float sgd_weight_decay=0.) -> Tensor");

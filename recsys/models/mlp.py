@@ -100,9 +100,13 @@ class MLP(nn.Module):
 
 def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype the fused path computes in for a [batch, features] input `x` (bf16 under CPU
-    bf16 autocast, else fp32), or None when the plain path must run."""
+    bf16 autocast, else fp32), or None when the plain path must run (also bf16 on a CPU and
+    torch where neither oneDNN's bf16 kernels nor MKL's bf16 GEMM runs)."""
     if x.device.type != "cpu" or x.dim() != 2 or kernel_ops() is None:
         return None
     if torch.is_autocast_enabled("cpu"):
-        return _BF16 if torch.get_autocast_dtype("cpu") == _BF16 else None
-    return x.dtype if x.dtype in (torch.float32, _BF16) else None
+        bf16 = torch.get_autocast_dtype("cpu") == _BF16
+        return _BF16 if bf16 and kernel_ops().bf16_mlp_available() else None
+    if x.dtype == _BF16:
+        return _BF16 if kernel_ops().bf16_mlp_available() else None
+    return x.dtype if x.dtype == torch.float32 else None
