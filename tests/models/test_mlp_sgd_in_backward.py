@@ -55,9 +55,9 @@ def test_fp32_step_in_backward_equals_torch_sgd(in_features, sizes, relu_last, d
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
         assert all(p.grad is None for p in model.parameters())
-    # four steps of lr 0.05 on gradients that are fp32 sums of 96 products in two orders (MKL's
-    # order depends on the CPU): up to ~1.5e-5 apart per step where the terms' magnitudes sum to
-    # ~50 (seen: 4.2e-5 after four steps on AMD Zen 3)
+    # four steps of lr 0.05 on weight gradients that are fp32 sums of 96 products in two orders
+    # (MKL picks its order by CPU; seen: one weight of 1776 4.2e-5 apart after the four steps on
+    # an AMD Zen 3 host, every other within 1e-5)
     for p, q, p0 in zip(model.parameters(), ref.parameters(), initial, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
         assert not torch.equal(p, p0)  # every parameter was stepped
