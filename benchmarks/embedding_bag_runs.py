@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.embedding_bag import COMPARISONS, CONFIG_KEYS, RESULTS
+from recsys.utils.atomic import atomic_write_json
 
 TARGET = 1.2  # the target: ours at least 1.2x FBGEMM on every row
 TARGETED = {(f"ours {fmt}", key): applies for fmt, key, _, applies in COMPARISONS}
@@ -121,10 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     except RunsError as e:
         p.error(str(e))
     print(report(summary))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, summary)
     print(f"wrote {args.out}")
 
 

@@ -105,8 +105,7 @@ def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     if x.device.type != "cpu" or x.dim() != 2 or kernel_ops() is None:
         return None
     if torch.is_autocast_enabled("cpu"):
-        bf16 = torch.get_autocast_dtype("cpu") == _BF16
-        return _BF16 if bf16 and kernel_ops().bf16_mlp_available() else None
-    if x.dtype == _BF16:
-        return _BF16 if kernel_ops().bf16_mlp_available() else None
-    return x.dtype if x.dtype == torch.float32 else None
+        work = _BF16 if torch.get_autocast_dtype("cpu") == _BF16 else None
+    else:
+        work = x.dtype if x.dtype in (torch.float32, _BF16) else None
+    return None if work == _BF16 and not kernel_ops().bf16_mlp_available() else work

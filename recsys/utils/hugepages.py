@@ -70,9 +70,9 @@ def huge_page_bytes(start: int, length: int) -> tuple[int, int]:
 def huge_page_bytes_of(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """huge_page_bytes of each (start, length) in `ranges`, from one read of /proc/self/smaps."""
     smaps = Path("/proc/self/smaps")
-    totals = [[0, 0] for _ in ranges]
     if not smaps.exists():
         return [(0, 0)] * len(ranges)
+    totals = [[0, 0] for _ in ranges]
     inside: list[int] = []
     for line in smaps.read_text().splitlines():
         if not line.strip():
@@ -83,9 +83,9 @@ def huge_page_bytes_of(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
             inside = [k for k, (start, length) in enumerate(ranges)
                       if lo < start + length and start < hi]  # fmt: skip
         elif inside and head in ("AnonHugePages:", "Rss:"):
-            field = 0 if head == "AnonHugePages:" else 1
+            field, size = (0 if head == "AnonHugePages:" else 1), int(line.split()[1]) << 10
             for k in inside:
-                totals[k][field] += int(line.split()[1]) << 10
+                totals[k][field] += size
     return [(huge, resident) for huge, resident in totals]  # tuples, as huge_page_bytes gives
 
 
