@@ -428,6 +428,17 @@ def set_prefetch_ids(enabled: bool) -> bool:
     return bool(_ops.set_prefetch_ids(enabled))
 
 
+def set_far_split(enabled: bool) -> bool:
+    """Switch the column blocks of wide rows in calls beyond the far size (on by default): there
+    the AVX2 path pools int8 rows of 97-128 columns in two passes of 64 (bags of 10M x 128 rows
+    at pooling 20 and 100: 1.08-1.25x as fast on AMD Zen 3); one-id bags, int4 rows and cached
+    rows keep one pass, and so does the AVX-512 path up to 256 columns. Only to measure it;
+    returns the previous setting."""
+    if not isinstance(enabled, bool):  # torch's bool argument would take 2 or None as well
+        raise TypeError(f"set_far_split takes True or False, got {enabled!r}")
+    return bool(_ops.set_far_split(enabled))
+
+
 def mkl_bf16_available() -> bool:
     """True when this torch carries MKL's bf16 GEMM (the MLP's small-batch bf16 products)."""
     return bool(_ops.mkl_bf16_available())

@@ -87,6 +87,9 @@ std::atomic<int> g_mid_near{8};
 // Each run prefetches the next run's ids (2026-12-01, sixteenth session; docs/kernels.md,
 // "Ids ahead").
 std::atomic<bool> g_prefetch_ids{true};
+// Calls beyond the far size pool rows wider than the ISA's kFarVectors in column blocks
+// (2026-12-01, nineteenth session; docs/kernels.md, "Two passes under the far plan").
+std::atomic<bool> g_far_split{true};
 
 }  // namespace
 
@@ -117,13 +120,13 @@ PrefetchPlan prefetch_plan(int64_t table_bytes) {
   const bool far = table_bytes >= g_far_bytes.load();
   if (!far && table_bytes < g_mid_bytes.load()) {
     const int distance = g_prefetch.load(), lead = g_near_lead.load();
-    return {distance, lead < distance ? lead : 0, false, 0, false, g_prefetch_ids.load()};
+    return {distance, lead < distance ? lead : 0, false, 0, false, g_prefetch_ids.load(), false};
   }
   const int distance = g_far_prefetch.load(), lead = g_far_lead.load();
   // The L1 half's distance as set: the kernels drop it where it is not below the distance they
   // prefetch at (rows_of), the one place that guards the ids it reads ahead.
   return {distance, lead < distance ? lead : 0, true, g_mid_near.load(), far,
-          g_prefetch_ids.load()};
+          g_prefetch_ids.load(), far && g_far_split.load()};
 }
 
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {
@@ -135,6 +138,7 @@ std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes)
 }
 
 bool set_prefetch_ids(bool enabled) { return g_prefetch_ids.exchange(enabled); }
+bool set_far_split(bool enabled) { return g_far_split.exchange(enabled); }
 
 std::vector<int64_t> set_mid_prefetch(int64_t min_table_bytes, int64_t near) {
   TORCH_CHECK(min_table_bytes >= 0 && near >= 0 && near <= 256,

@@ -63,6 +63,8 @@ struct PrefetchPlan {
   int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
   bool near_wide_only;  // the L1 half only for rows of 3 or more lines (beyond the far size)
   bool ids;             // each run prefetches the ids of the next into L2 (set_prefetch_ids)
+  bool split_wide;      // beyond the far size: rows wider than the ISA's kFarVectors are pooled
+                        // in column blocks (set_far_split)
 };
 // The plan of a call whose tables add up to `table_bytes`: far (into L2) from the far size on;
 // the mid plan, far plus each row's lines into L1 `near` rows ahead, from the mid size (default
@@ -79,6 +81,10 @@ std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes)
 std::vector<int64_t> set_mid_prefetch(int64_t min_table_bytes, int64_t near);
 // Switches the prefetch of the next run's ids (on by default); returns the previous setting.
 bool set_prefetch_ids(bool enabled);
+// Switches the column blocks of wide rows beyond the far size (on by default; on AVX2 int8 rows
+// of 97-128 columns go in two passes, docs/kernels.md, "Two passes under the far plan");
+// returns the previous setting.
+bool set_far_split(bool enabled);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with

@@ -50,6 +50,8 @@ struct Bags {
                           // row_lines): one prefetch each; known per table, set once per call
   bool prefetch_ids;      // the next run's ids into L2 while this run pools (embedding_bag_simd.inc,
                           // prefetch_ids)
+  bool split_wide;        // rows come from DRAM (the call is beyond the far size): rows wider than
+                          // the ISA's kFarVectors go in column blocks (embedding_bag_simd.inc, run)
   const float* weights;   // every per-sample weight of the call, or nullptr
   bool mean;              // mean pooling (else sum)
   float* out;             // output of the run's first bag

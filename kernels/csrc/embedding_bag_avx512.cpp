@@ -26,6 +26,10 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kMaxVectors = 16;
 constexpr int kWideVectors = 8;
+// Beyond the far size rows keep one pass up to kMaxVectors: 128-wide rows are 8 vectors here,
+// like the AVX2 path's 64-wide ones (its two-pass split is for rows of 16 vectors; 256-wide rows
+// of 16 vectors here have not been measured split).
+constexpr int kFarVectors = kMaxVectors;
 // Whole last vectors get their own copies of the lookup: a masked load is a separate load and
 // widen (two fused uops for one), and GCC re-materializes its mask register in some loops.
 constexpr bool kFullTails = true;

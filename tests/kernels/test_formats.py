@@ -165,6 +165,60 @@ def test_ids_prefetch_setting_refuses_what_is_not_a_bool():
     assert ops.set_prefetch_ids(True) is True  # unchanged: still on
 
 
+_PACKERS = {
+    "int8": torch.ops.quantized.embedding_bag_byte_prepack,
+    "int8_half": quant.quantize_int8_half,
+    "int4": quant.quantize_int4,
+}
+
+
+@pytest.mark.parametrize("fmt", list(_PACKERS))
+@pytest.mark.parametrize("dim", [72, 100, 128, 200])
+@pytest.mark.parametrize("singles", [False, True])
+def test_far_split_does_not_change_results(singles, dim, fmt, isa):
+    """Beyond the far size the AVX2 path pools int8 rows of 97-128 columns in two passes of
+    column blocks (100 and 128 here; 72 keeps one pass, its last block of one vector would take
+    two FMA chains; 200 is wider than one pass under every plan; int4 rows keep one pass): with
+    the split on and off, and under the near plan, results are equal bit for bit, for one-id
+    bags (which keep one pass) and for bags of 0-10 ids with weights, sum and mean; a bad id is
+    still reported by position."""
+    lengths = [1] * 300 if singles else [int(x) for x in torch.arange(300) % 11]
+    table, indices, offsets = _case(3000, dim, lengths, seed=dim, dtype=torch.int32)
+    packed = _PACKERS[fmt](table)
+    weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(3))
+    never = 1 << 62
+    old_far = ops.set_far_prefetch(8, never)
+    assert ops.set_far_split(True) is True  # the default
+    try:
+        results = {}
+        for plan, split in (("near", True), ("far", True), ("far", False)):
+            ops.set_far_prefetch(8, 0 if plan == "far" else never)
+            ops.set_far_split(split)
+            results[plan, split] = [
+                ops.embedding_bag(packed, indices, offsets, format=fmt, dim=dim, mode=mode,
+                                  per_sample_weights=w, include_last_offset=True)  # fmt: skip
+                for mode, w in (("sum", weights), ("mean", None))
+            ]
+            bad = indices.clone()
+            bad[-2] = -1
+            with pytest.raises(IndexError, match=f"index -1 at position {bad.numel() - 2}"):
+                ops.embedding_bag(packed, bad, offsets, format=fmt, dim=dim,
+                                  include_last_offset=True)  # fmt: skip
+        for key, got in results.items():
+            for g, e in zip(got, results["near", True], strict=True):
+                assert torch.equal(g, e), key
+    finally:
+        ops.set_far_prefetch(*old_far)
+        ops.set_far_split(True)
+
+
+def test_far_split_setting_refuses_what_is_not_a_bool():
+    for bad in (None, 0, 2, "yes"):
+        with pytest.raises(TypeError, match="set_far_split takes True or False, got"):
+            ops.set_far_split(bad)
+    assert ops.set_far_split(True) is True  # unchanged: still on
+
+
 def test_prefetch_lead_defaults_and_bad_settings():
     """Leads of 4 rows (near plan) and 16 (far plan) by default; a lead outside [0, 256] is
     refused by name and leaves both as they were."""
