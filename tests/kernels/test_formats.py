@@ -195,8 +195,16 @@ def test_far_split_does_not_change_results(singles, dim, fmt, isa):
             ops.set_far_prefetch(8, 0 if plan == "far" else never)
             ops.set_far_split(split)
             results[plan, split] = [
-                ops.embedding_bag(packed, indices, offsets, format=fmt, dim=dim, mode=mode,
-                                  per_sample_weights=w, include_last_offset=True)  # fmt: skip
+                ops.embedding_bag(
+                    packed,
+                    indices,
+                    offsets,
+                    format=fmt,
+                    dim=dim,
+                    mode=mode,
+                    per_sample_weights=w,
+                    include_last_offset=True,
+                )
                 for mode, w in (("sum", weights), ("mean", None))
             ]
             bad = indices.clone()
