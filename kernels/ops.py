@@ -419,24 +419,27 @@ def set_mid_prefetch(min_table_bytes: int, near: int) -> tuple[int, int]:
     return int(old[0]), int(old[1])
 
 
+def _switch(name: str, enabled: bool) -> bool:
+    """Sets the on/off kernel setting `name` (an operator of that name); returns the previous."""
+    if not isinstance(enabled, bool):  # torch's bool argument would take 2 or None as well
+        raise TypeError(f"{name} takes True or False, got {enabled!r}")
+    return bool(getattr(_ops, name)(enabled))
+
+
 def set_prefetch_ids(enabled: bool) -> bool:
     """Switch the prefetch of the ids ahead (on by default): while a run of bags pools, the ids
     of the next run (which its index check reads first) are prefetched into L2. Only to measure
     it; returns the previous setting."""
-    if not isinstance(enabled, bool):  # torch's bool argument would take 2 or None as well
-        raise TypeError(f"set_prefetch_ids takes True or False, got {enabled!r}")
-    return bool(_ops.set_prefetch_ids(enabled))
+    return _switch("set_prefetch_ids", enabled)
 
 
 def set_far_split(enabled: bool) -> bool:
     """Switch the column blocks of wide rows in calls beyond the far size (on by default): there
     the AVX2 path pools int8 rows of 97-128 columns in two passes of 64 (bags of 10M x 128 rows
-    at pooling 20 and 100: 1.08-1.25x as fast on AMD Zen 3); one-id bags, int4 rows and cached
+    at pooling 20 and 100: 1.03-1.43x as fast on AMD Zen 3); one-id bags, int4 rows and cached
     rows keep one pass, and so does the AVX-512 path up to 256 columns. Only to measure it;
     returns the previous setting."""
-    if not isinstance(enabled, bool):  # torch's bool argument would take 2 or None as well
-        raise TypeError(f"set_far_split takes True or False, got {enabled!r}")
-    return bool(_ops.set_far_split(enabled))
+    return _switch("set_far_split", enabled)
 
 
 def mkl_bf16_available() -> bool:

@@ -29,9 +29,9 @@ constexpr int kLanes = 8;
 constexpr int kMaxVectors = 16;
 constexpr int kWideVectors = 8;
 // Beyond the far size (rows from DRAM) int8 rows of 97-128 columns go in blocks of kWideVectors
-// (run): bags of 10M x 128 rows at pooling 20 and 100 ran 1.08-1.25x as fast, ours / FBGEMM's
-// AVX2 kernel 0.96-1.03 -> 1.10-1.23 (AMD Zen 3; docs/kernels.md, "Two passes under the far
-// plan").
+// (run): bags of 10M x 128 rows at pooling 20 and 100 ran 1.03-1.43x as fast, ours / FBGEMM's
+// AVX2 kernel 0.92-1.39 -> 1.09-1.55 (AMD Zen 3, three runs; docs/kernels.md, "Two passes
+// under the far plan").
 constexpr int kFarVectors = 8;
 // No separate copies for whole last vectors: int8 tails already take a plain load here.
 constexpr bool kFullTails = false;

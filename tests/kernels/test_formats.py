@@ -158,11 +158,12 @@ def test_ids_prefetch_does_not_change_results_or_checks(dtype, isa):
         ops.set_prefetch_ids(True)
 
 
-def test_ids_prefetch_setting_refuses_what_is_not_a_bool():
+@pytest.mark.parametrize("switch", [ops.set_prefetch_ids, ops.set_far_split])
+def test_on_off_settings_refuse_what_is_not_a_bool(switch):
     for bad in (None, 0, 2, "yes"):
-        with pytest.raises(TypeError, match="set_prefetch_ids takes True or False, got"):
-            ops.set_prefetch_ids(bad)
-    assert ops.set_prefetch_ids(True) is True  # unchanged: still on
+        with pytest.raises(TypeError, match=f"{switch.__name__} takes True or False, got"):
+            switch(bad)
+    assert switch(True) is True  # unchanged: still on (the default)
 
 
 _PACKERS = {
@@ -218,13 +219,6 @@ def test_far_split_does_not_change_results(singles, dim, fmt, isa):
     finally:
         ops.set_far_prefetch(*old_far)
         ops.set_far_split(True)
-
-
-def test_far_split_setting_refuses_what_is_not_a_bool():
-    for bad in (None, 0, 2, "yes"):
-        with pytest.raises(TypeError, match="set_far_split takes True or False, got"):
-            ops.set_far_split(bad)
-    assert ops.set_far_split(True) is True  # unchanged: still on
 
 
 def test_prefetch_lead_defaults_and_bad_settings():
