@@ -61,7 +61,8 @@ struct PrefetchPlan {
   int lead;
   bool into_l2;
   int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
-  bool near_wide_only;  // the L1 half only for rows of 3 or more lines (beyond the far size)
+  bool near_wide_only;  // the L1 half only for rows of 3 or more lines and runs of one-id bags
+                        // (beyond the far size)
   bool ids;             // each run prefetches the ids of the next into L2 (set_prefetch_ids)
   bool split_wide;      // beyond the far size: rows wider than the ISA's kFarVectors are pooled
                         // in column blocks (set_far_split)
@@ -71,8 +72,9 @@ struct PrefetchPlan {
 // twice the L2) up to the far size; near below. Measured (docs/kernels.md, "Mid plan"): on 7-136
 // MB tables the mid plan ran up to 1.18x as fast as the far plan alone at 1 thread and up to
 // 1.34x the near plan at 2 threads. Beyond the far size the L1 half stays on rows of 3 or more
-// lines only (near_wide_only): on 1.4 GB tables it lost on 16- and 64-wide int8 rows and gained
-// 2-8 % on 128-wide ones (docs/kernels.md, "Mid plan").
+// lines (near_wide_only): on 1.4 GB tables it lost on 16- and 64-wide int8 rows in bags of 20 and
+// 100 ids and gained 2-8 % on 128-wide ones (docs/kernels.md, "Mid plan"); and on runs of one-id
+// bags, where it gained on every width ("One-id bags take the L1 half").
 PrefetchPlan prefetch_plan(int64_t table_bytes);
 // Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);

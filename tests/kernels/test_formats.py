@@ -85,8 +85,9 @@ def test_threads_and_prefetch_settings_do_not_change_results():
 @pytest.mark.parametrize("dim", [16, 64, 128])
 @pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
 def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
-    """Every prefetch plan: near (into L1), far (into L2), mid (into L2 and, `near` ids ahead,
-    into L1 too: within, and beyond, the distance, then ignored); with a row's first line
+    """Every prefetch plan: near (into L1), far (into L2; with an L1 half `near` ids ahead, which
+    beyond the far size rows of 3 lines and runs of one-id bags take), mid (into L2 and, `near`
+    ids ahead, into L1 too: within, and beyond, the distance, then ignored); with a row's first line
     prefetched `lead` rows before its others (rows of 3 lines: 128-wide int8, the only ones a
     lead applies to), leads shorter than, equal to and beyond the distance (then ignored);
     rows of 2 lines (64-wide int8) and rows shorter than a line (16-wide int8, 24 bytes: their
@@ -105,6 +106,7 @@ def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
     plans = {
         "near": (never, never, 0),
         "far": (0, 0, 0),
+        "far with L1 half": (0, 0, 3),
         "mid": (never, 0, 3),
         "mid beyond": (never, 0, 30),
     }  # (far size, mid size, mid near distance)
