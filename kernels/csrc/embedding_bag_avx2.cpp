@@ -122,8 +122,8 @@ inline VF interleave_halves(VF v) {
 inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
 // The last vector's t.count columns by plain stores: the whole vector, or pieces of 4, 2 and 1
 // floats, by branches that go the same way for every bag of a run. Not a masked store
-// (`vmaskmovps`): on AMD Zen 3 that is microcoded and slow, and one per bag made one-id bags
-// of cached rows cost ~12 ns against FBGEMM's ~7 (docs/kernels.md, "Tail stores on AVX2").
+// (`vmaskmovps`): many uops on AMD cores; on Zen 3 one per bag made one-id bags of cached rows
+// cost ~12 ns against FBGEMM's ~7 (docs/kernels.md, "Tail stores on AVX2").
 inline void vstore_tail(float* p, VF v, const Tail& t) {
   if (t.count == kLanes) {
     _mm256_storeu_ps(p, v);
