@@ -61,8 +61,8 @@ struct PrefetchPlan {
   int lead;
   bool into_l2;
   int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
-  bool near_wide_only;  // the L1 half only for rows of 3 or more lines and runs of one-id bags
-                        // (beyond the far size)
+  bool near_wide_only;  // beyond the far size: the L1 half only for rows of 3 or more lines, or
+                        // in runs of one-id bags (the kernels' rows_of decides per run)
   bool ids;             // each run prefetches the ids of the next into L2 (set_prefetch_ids)
   bool split_wide;      // beyond the far size: rows wider than the ISA's kFarVectors are pooled
                         // in column blocks (set_far_split)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kernels import ops, quant
 from recsys.utils.hugepages import collapse_supported, huge_page_bytes
 from tests.conftest import REPO
-from tests.kernels.conftest import PATHS
+from tests.kernels.conftest import PACKERS, PATHS
 
 
 def fbgemm_int8(packed, indices, offsets, weights, include_last):
@@ -138,14 +138,7 @@ def test_batched_tables_write_the_concatenated_output(isa):
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-_QUANTIZE = {
-    "int8": quant.quantize_int8,
-    "int8_half": quant.quantize_int8_half,
-    "int4": quant.quantize_int4,
-}
-
-
-@pytest.mark.parametrize("fmt", list(_QUANTIZE))
+@pytest.mark.parametrize("fmt", list(PACKERS))
 def test_tail_stores_write_only_their_columns(fmt, isa):
     """A bag's last vector holds 1 to a whole vector's columns (dims 1-17 and 33 cover every
     count on AVX2 and AVX-512); its store writes those columns only. In the batched output the
@@ -155,7 +148,7 @@ def test_tail_stores_write_only_their_columns(fmt, isa):
     lengths = torch.tensor([1, 2, 0, 1, 3])  # a batch of 5, one-id, empty and longer bags
     for last_dim in [*range(1, 18), 33]:
         dims = [6, last_dim]
-        tables = [_QUANTIZE[fmt](torch.randn(9, d, generator=g)) for d in dims]
+        tables = [PACKERS[fmt](torch.randn(9, d, generator=g)) for d in dims]
         ids = [torch.randint(0, 9, (int(lengths.sum()),), generator=g) for _ in dims]
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.repeat(2).cumsum(0)])
         got = ops.embedding_bags(tables, dims, torch.cat(ids), offsets, format=fmt)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import ops, quant
+from tests.kernels.conftest import PACKERS
 
 
 def _case(rows: int, dim: int, lengths: list[int], seed: int, dtype=torch.int64):
@@ -168,14 +169,7 @@ def test_on_off_settings_refuse_what_is_not_a_bool(switch):
     assert switch(True) is True  # unchanged: still on (the default)
 
 
-_PACKERS = {
-    "int8": torch.ops.quantized.embedding_bag_byte_prepack,
-    "int8_half": quant.quantize_int8_half,
-    "int4": quant.quantize_int4,
-}
-
-
-@pytest.mark.parametrize("fmt", list(_PACKERS))
+@pytest.mark.parametrize("fmt", list(PACKERS))
 @pytest.mark.parametrize("dim", [72, 100, 128, 200])
 @pytest.mark.parametrize("singles", [False, True])
 def test_far_split_does_not_change_results(singles, dim, fmt, isa):
@@ -187,7 +181,7 @@ def test_far_split_does_not_change_results(singles, dim, fmt, isa):
     still reported by position."""
     lengths = [1] * 300 if singles else [int(x) for x in torch.arange(300) % 11]
     table, indices, offsets = _case(3000, dim, lengths, seed=dim, dtype=torch.int32)
-    packed = _PACKERS[fmt](table)
+    packed = PACKERS[fmt](table)
     weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(3))
     never = 1 << 62
     old_far = ops.set_far_prefetch(8, never)
