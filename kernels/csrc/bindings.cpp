@@ -186,4 +186,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "torch.ops.recsys_kernels.current_isa, called directly (the fused layers ask per call)");
   m.def("gather_probe", &recsys_kernels::gather_probe, py::call_guard<py::gil_scoped_release>(),
         "torch.ops.recsys_kernels.gather_probe, called directly (benchmark only)");
+  m.def(
+      "bag_grain",
+      [](int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables, int threads, bool far,
+         int64_t bytes) {
+        return recsys_kernels::bag_grain(n_idx, n_bags, batch, n_tables, threads, far,
+                                         [bytes] { return bytes; });
+      },
+      "bags per task of a lookup call (dispatch.h bag_grain; tests only)");
 }

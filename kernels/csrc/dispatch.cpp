@@ -90,6 +90,10 @@ std::atomic<bool> g_prefetch_ids{true};
 // Calls beyond the far size pool rows wider than the ISA's kFarVectors in column blocks
 // (2026-12-01, nineteenth session; docs/kernels.md, "Two passes under the far plan").
 std::atomic<bool> g_far_split{true};
+// Beyond the far size, runs of up to this many ids per bag on average take the mid plan's L1
+// half on rows of any width (2026-12-02, twenty-first session; one-id bags only since the
+// twentieth; docs/kernels.md, "Small bags take the L1 half").
+std::atomic<int> g_far_near_bags{3};
 
 }  // namespace
 
@@ -120,13 +124,14 @@ PrefetchPlan prefetch_plan(int64_t table_bytes) {
   const bool far = table_bytes >= g_far_bytes.load();
   if (!far && table_bytes < g_mid_bytes.load()) {
     const int distance = g_prefetch.load(), lead = g_near_lead.load();
-    return {distance, lead < distance ? lead : 0, false, 0, false, g_prefetch_ids.load(), false};
+    return {distance, lead < distance ? lead : 0, false, 0, false, 0, g_prefetch_ids.load(),
+            false};
   }
   const int distance = g_far_prefetch.load(), lead = g_far_lead.load();
   // The L1 half's distance as set: the kernels drop it where it is not below the distance they
   // prefetch at (rows_of), the one place that guards the ids it reads ahead.
   return {distance, lead < distance ? lead : 0, true, g_mid_near.load(), far,
-          g_prefetch_ids.load(), far && g_far_split.load()};
+          g_far_near_bags.load(), g_prefetch_ids.load(), far && g_far_split.load()};
 }
 
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes) {
@@ -139,6 +144,11 @@ std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes)
 
 bool set_prefetch_ids(bool enabled) { return g_prefetch_ids.exchange(enabled); }
 bool set_far_split(bool enabled) { return g_far_split.exchange(enabled); }
+int64_t set_far_near_bags(int64_t ids) {
+  TORCH_CHECK(ids >= 0 && ids <= 1024,
+              "recsys_kernels: set_far_near_bags takes ids per bag in [0, 1024], got ", ids);
+  return g_far_near_bags.exchange(static_cast<int>(ids));
+}
 
 std::vector<int64_t> set_mid_prefetch(int64_t min_table_bytes, int64_t near) {
   TORCH_CHECK(min_table_bytes >= 0 && near >= 0 && near <= 256,

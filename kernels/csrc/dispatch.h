@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -62,7 +63,9 @@ struct PrefetchPlan {
   bool into_l2;
   int near;  // with into_l2: rows ahead whose lines are also prefetched into L1 (0: none)
   bool near_wide_only;  // beyond the far size: the L1 half only for rows of 3 or more lines, or
-                        // in runs of one-id bags (the kernels' rows_of decides per run)
+                        // in runs of small bags (the kernels' rows_of decides per run)
+  int near_bag_ids;     // ... small bags: at most this many ids per bag on average over the run
+                        // (set_far_near_bags; 0: no run)
   bool ids;             // each run prefetches the ids of the next into L2 (set_prefetch_ids)
   bool split_wide;      // beyond the far size: rows wider than the ISA's kFarVectors are pooled
                         // in column blocks (set_far_split)
@@ -73,9 +76,11 @@ struct PrefetchPlan {
 // MB tables the mid plan ran up to 1.18x as fast as the far plan alone at 1 thread and up to
 // 1.34x the near plan at 2 threads. Beyond the far size the L1 half stays on rows of 3 or more
 // lines (near_wide_only): on 1.4 GB tables it lost on 16- and 64-wide int8 rows in bags of 20 and
-// 100 ids and gained 2-8 % on 128-wide ones (docs/kernels.md, "Mid plan"); and on runs of one-id
-// bags, rows of any width: +3-40 % on 10M-row tables of rows of 1-2 lines, 12-byte int4 rows
-// even ("One-id bags take the L1 half").
+// 100 ids and gained 2-8 % on 128-wide ones (docs/kernels.md, "Mid plan"); and on runs of small
+// bags (up to near_bag_ids ids per bag on average, default 3), rows of any width: one-id bags
+// +3-40 % on 10M-row tables of rows of 1-2 lines, 12-byte int4 rows even ("One-id bags take the
+// L1 half"); bags of 2-3 ids -4 to +20 %, mostly gains, bags of 5 and 10 ids mostly losses
+// ("Small bags take the L1 half").
 PrefetchPlan prefetch_plan(int64_t table_bytes);
 // Sets the far prefetch (distance 0..256, min_table_bytes >= 0); returns the previous pair.
 std::vector<int64_t> set_far_prefetch(int64_t distance, int64_t min_table_bytes);
@@ -88,6 +93,9 @@ bool set_prefetch_ids(bool enabled);
 // of 97-128 columns go in two passes, docs/kernels.md, "Two passes under the far plan");
 // returns the previous setting.
 bool set_far_split(bool enabled);
+// Sets the most ids per bag (on average over a run) for which runs beyond the far size take the
+// L1 half on rows of fewer than 3 lines (0..1024; 0: none, 1: one-id bags); returns the previous.
+int64_t set_far_near_bags(int64_t ids);
 
 // Bags per task of at::parallel_for: about 1024 ids per task, so small batches stay on one
 // thread (waking a second costs more than it saves) and large ones split evenly. A call with
@@ -98,19 +106,26 @@ bool set_far_split(bool enabled);
 // >= 256 ids: there each id costs a DRAM latency, tens of ns, not the few ns of a cached row
 // (batch 512, one id per bag, 2 threads, 10M x 16 int8, 45 KB: 1.12-1.14x the one-thread call;
 // at 64 and 128 ids a split lost 11-14 %, at 256 it was even; docs/kernels.md, Dispatch).
+// A call split over the threads gets a task count that is a multiple of them, in runs of equal
+// bags: at::parallel_for gives each thread ceil(tasks / threads) consecutive tasks, so 3 tasks
+// on 2 threads left one thread 2/3 of the work, and a short last run more (batch 512 in bags of 5
+// ids: runs of 205, 205 and 102 bags, 410 bags on one thread; docs/kernels.md, "Balanced runs").
 // `bytes()` gives the call's bytes; it is asked only for a call with fewer tasks than threads.
 template <typename Bytes>
 int64_t bag_grain(int64_t n_idx, int64_t n_bags, int64_t batch, int64_t n_tables, int threads,
                   bool far, const Bytes& bytes) {
   const int64_t avg = n_bags > 0 ? n_idx / n_bags : 1;
-  int64_t grain = std::min(batch, avg > 0 ? (1024 + avg - 1) / avg : int64_t{1024});
-  const int64_t tasks = n_tables * ((batch + grain - 1) / grain);
-  if (threads > 1 && tasks < threads &&
-      ((far && n_idx >= int64_t{256} * threads) || bytes() >= (int64_t{64} << 10))) {
-    const int64_t runs = (threads + n_tables - 1) / n_tables;  // per table
-    grain = std::max<int64_t>(1, (batch + runs - 1) / runs);
+  const int64_t grain = std::min(batch, avg > 0 ? (1024 + avg - 1) / avg : int64_t{1024});
+  if (threads <= 1 || grain <= 0) return std::max<int64_t>(grain, 1);
+  int64_t runs = (batch + grain - 1) / grain;  // per table
+  if (n_tables * runs < threads) {
+    if (!((far && n_idx >= int64_t{256} * threads) || bytes() >= (int64_t{64} << 10))) return grain;
+    runs = (threads + n_tables - 1) / n_tables;
   }
-  return grain;
+  // The fewest runs per table, from `runs` on, that make n_tables * runs a multiple of threads.
+  const int64_t step = threads / std::gcd(n_tables, static_cast<int64_t>(threads));
+  runs = (runs + step - 1) / step * step;
+  return std::max<int64_t>(1, (batch + runs - 1) / runs);
 }
 
 }  // namespace recsys_kernels

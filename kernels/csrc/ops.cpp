@@ -160,7 +160,8 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
       const Bags<Index> run{tab.data, tab.row_bytes, tab.rows, tab.dim, fmt, idx, off + k0, count,
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
                             prefetch.lead, prefetch.into_l2, prefetch.near,
-                            prefetch.near_wide_only, lines[t], prefetch.ids,
+                            prefetch.near_wide_only, prefetch.near_bag_ids, lines[t],
+                            prefetch.ids,
                             prefetch.split_wide, w,
                             mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
@@ -287,6 +288,7 @@ TORCH_LIBRARY(recsys_kernels, m) {
         recsys_kernels::set_mid_prefetch);
   m.def("set_prefetch_ids(bool enabled) -> bool", recsys_kernels::set_prefetch_ids);
   m.def("set_far_split(bool enabled) -> bool", recsys_kernels::set_far_split);
+  m.def("set_far_near_bags(int ids) -> int", recsys_kernels::set_far_near_bags);
 }
 
 TORCH_LIBRARY_IMPL(recsys_kernels, CPU, m) {

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import ops, quant
+from kernels import _C, ops, quant
 from tests.kernels.conftest import PACKERS
 
 
@@ -85,11 +85,43 @@ def test_threads_and_prefetch_settings_do_not_change_results():
         ops.set_mid_prefetch(*old_mid)
 
 
+def _thread_loads(grain: int, batch: int, n_tables: int, threads: int) -> list[int]:
+    """Bags each thread pools: at::parallel_for gives thread k the tasks [k c, (k + 1) c),
+    c = ceil(tasks / threads); a task is a run of `grain` bags of one table (the last shorter)."""
+    runs = -(-batch // grain)
+    sizes = [min(grain, batch - r * grain) for _ in range(n_tables) for r in range(runs)]
+    chunk = -(-len(sizes) // threads)
+    return [sum(sizes[k * chunk : (k + 1) * chunk]) for k in range(threads)]
+
+
+def test_split_calls_balance_their_threads():
+    """A call split over the threads makes a multiple of them in tasks, of equal runs: no thread
+    pools more than 1.12x its share of the bags (batch 512 in bags of 5 ids on 2 threads had made
+    runs of 205, 205 and 102 bags, 410 on one thread: 1.6x). Small calls stay one task."""
+    worst = 0.0
+    for batch, pool, n_tables, threads in itertools.product(
+        (100, 256, 512, 1000, 4096), (1, 2, 3, 4, 5, 7, 10, 20, 50, 100), (1, 2, 3, 5, 8, 26),
+        (2, 3, 4, 8),
+    ):  # fmt: skip
+        n_bags = batch * n_tables
+        grain = _C.bag_grain(n_bags * pool, n_bags, batch, n_tables, threads, True, 1 << 20)
+        loads = _thread_loads(grain, batch, n_tables, threads)
+        assert sum(loads) == n_bags
+        worst = max(worst, max(loads) / (n_bags / threads))
+    assert 1.0 <= worst <= 1.12
+    assert _thread_loads(_C.bag_grain(2560, 512, 512, 1, 2, True, 1 << 20), 512, 1, 2) == [
+        256, 256
+    ]  # fmt: skip
+    # 100 one-id bags of a cached table (< 64 KiB, not far): one task, one thread.
+    assert _C.bag_grain(100, 100, 100, 1, 2, False, 4000) == 100
+
+
 @pytest.mark.parametrize("dim", [16, 64, 128])
 @pytest.mark.parametrize("lengths", [[1] * 300, [int(x) for x in torch.arange(300) % 9]])
 def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
     """Every prefetch plan: near (into L1), far (into L2; with an L1 half `near` ids ahead, which
-    beyond the far size rows of 3 lines and runs of one-id bags take), mid (into L2 and, `near`
+    beyond the far size rows of 3 lines and runs of small bags take: none, up to 3 ids a bag on
+    average, every run), mid (into L2 and, `near`
     ids ahead, into L1 too: within, and beyond, the distance, then ignored); with a row's first line
     prefetched `lead` rows before its others (rows of 3 lines: 128-wide int8, the only ones a
     lead applies to), leads shorter than, equal to and beyond the distance (then ignored);
@@ -105,7 +137,8 @@ def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
     )
     never = 1 << 62
     old = (ops.set_prefetch_distance(0), ops.set_far_prefetch(0, never),
-           ops.set_prefetch_lead(0, 0), ops.set_mid_prefetch(never, 0))  # fmt: skip
+           ops.set_prefetch_lead(0, 0), ops.set_mid_prefetch(never, 0),
+           ops.set_far_near_bags(3))  # fmt: skip
     plans = {
         "near": (never, never, 0),
         "far": (0, 0, 0),
@@ -117,20 +150,24 @@ def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
         expected = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
                                           include_last_offset=True)  # fmt: skip
         torch.testing.assert_close(expected, fbgemm, rtol=1e-5, atol=1e-5)
-        for distance, lead, plan in itertools.product((0, 1, 8, 24), (1, 4, 8, 30), plans):
+        for distance, lead, plan, bags in itertools.product(
+            (0, 1, 8, 24), (1, 4, 8, 30), plans, (0, 3, 1024)
+        ):  # fmt: skip
             far_bytes, mid_bytes, near = plans[plan]
+            ops.set_far_near_bags(bags)
             ops.set_prefetch_distance(distance)
             ops.set_far_prefetch(distance, far_bytes)
             ops.set_mid_prefetch(mid_bytes, near)
             ops.set_prefetch_lead(lead, lead)
             got = ops.embedding_bag_int8(packed, indices, offsets, per_sample_weights=weights,
                                          include_last_offset=True)  # fmt: skip
-            assert torch.equal(got, expected), (distance, lead, plan)
+            assert torch.equal(got, expected), (distance, lead, plan, bags)
     finally:
         ops.set_prefetch_distance(old[0])
         ops.set_far_prefetch(*old[1])
         ops.set_prefetch_lead(*old[2])
         ops.set_mid_prefetch(*old[3])
+        ops.set_far_near_bags(old[4])
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
@@ -169,6 +206,18 @@ def test_on_off_settings_refuse_what_is_not_a_bool(switch):
         with pytest.raises(TypeError, match=f"{switch.__name__} takes True or False, got"):
             switch(bad)
     assert switch(True) is True  # unchanged: still on (the default)
+
+
+def test_far_near_bags_refuses_bad_values():
+    """Ids per bag outside [0, 1024] or not an int: a clear error, the setting unchanged."""
+    assert ops.set_far_near_bags(3) == 3  # the default
+    for bad, error, text in ((-1, RuntimeError, r"in \[0, 1024\], got -1"),
+                             (1025, RuntimeError, r"in \[0, 1024\], got 1025"),
+                             (2.5, TypeError, "takes an int, got 2.5"),
+                             (True, TypeError, "takes an int, got True")):  # fmt: skip
+        with pytest.raises(error, match=text):
+            ops.set_far_near_bags(bad)
+    assert ops.set_far_near_bags(3) == 3
 
 
 @pytest.mark.parametrize("fmt", list(PACKERS))
