@@ -1,6 +1,6 @@
-// AVX2 + FMA kernels: 8 floats per vector, plain (unmasked) loads and stores for row tails, up to 16
-// accumulator vectors (128 columns) per pass, wider rows in blocks of 8 (64 columns). Compiled for
-// any x86-64 with a GCC target pragma; only called after a CPUID check (dispatch.cpp).
+// AVX2 + FMA kernels: 8 floats per vector, plain (unmasked) loads and stores for row tails, up to
+// 16 accumulator vectors (128 columns) per pass, wider rows in blocks of 8 (64 columns). Compiled
+// for any x86-64 with a GCC target pragma; only called after a CPUID check (dispatch.cpp).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -78,10 +78,11 @@ inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
     // trailer; its lanes past the codes are never stored. A masked dword load is two uops.
     return load_codes<kFmt>(p);
   } else {
-    // int8_half: a 4-byte trailer. Plain loads, not a masked one (`vpmaskmovd`, which made
-    // int8_half lookups 0.67-0.94x as fast as int8 ones on Zen 3): 8 bytes when the last vector
-    // holds 4 or more codes (then at most 4 bytes past them, inside the trailer), else 4 bytes
-    // (at most 3 past them). The branch goes the same way for every row of a run.
+    // int8_half: a 4-byte trailer. Plain loads, not a masked one (`vpmaskmovd`, a mask vector
+    // and more uops on every row; a small gain on cached rows, docs/kernels.md "Tail loads of
+    // int8_half rows on AVX2"): 8 bytes when the last vector holds 4 or more codes (then at most
+    // 4 bytes past them, inside the trailer), else 4 bytes (at most 3 past them). The branch
+    // goes the same way for every row of a run.
     if (t.count >= 4) return load_codes<kFmt>(p);
     int32_t word;
     std::memcpy(&word, p, 4);
