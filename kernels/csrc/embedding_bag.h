@@ -46,7 +46,7 @@ struct Bags {
   int prefetch_near;      // with prefetch_l2: rows ahead whose lines are also prefetched into L1
                           // (the mid plan; 0: none)
   bool prefetch_near_wide_only;  // ... only on rows of 3 or more lines, or in runs of small
-                                 // bags (calls beyond the far size; run decides per run)
+                                 // bags (calls beyond the far size; rows_of decides per run)
   int prefetch_near_bag_ids;     // ... small bags: at most this many ids per bag on average
   int64_t prefetch_lines; // the most cache lines a row of the table spans (prefetch.h
                           // row_lines): one prefetch each; known per table, set once per call

@@ -49,6 +49,13 @@ struct Tail {
 
 inline Tail make_tail(int last) { return {last}; }
 
+// The 4 bytes at p in the low dword (a plain `vmovd` load; p need not be aligned).
+inline __m128i load_dword(const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  return _mm_cvtsi32_si128(word);
+}
+
 inline VF u8_to_ps(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
 
 inline VF u4_to_ps(__m128i bytes) {  // 8 codes in the low 4 bytes
@@ -61,9 +68,7 @@ inline VF u4_to_ps(__m128i bytes) {  // 8 codes in the low 4 bytes
 template <int kFmt>
 inline VF load_codes(const uint8_t* p) {
   if constexpr (kFmt == static_cast<int>(Format::kInt4)) {
-    int32_t word;
-    std::memcpy(&word, p, 4);
-    return u4_to_ps(_mm_cvtsi32_si128(word));
+    return u4_to_ps(load_dword(p));
   } else {
     return u8_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   }
@@ -83,10 +88,7 @@ inline VF load_codes_tail(const uint8_t* p, const Tail& t) {
     // int8_half rows on AVX2"): 8 bytes when the last vector holds 4 or more codes (then at most
     // 4 bytes past them, inside the trailer), else 4 bytes (at most 3 past them). The branch
     // goes the same way for every row of a run.
-    if (t.count >= 4) return load_codes<kFmt>(p);
-    int32_t word;
-    std::memcpy(&word, p, 4);
-    return u8_to_ps(_mm_cvtsi32_si128(word));
+    return t.count >= 4 ? load_codes<kFmt>(p) : u8_to_ps(load_dword(p));
   }
 }
 

@@ -161,9 +161,7 @@ at::Tensor pooled(c10::ArrayRef<Table> tables, Format fmt, const at::Tensor& ind
                             end_of(k0 + count - 1), table_end[t], prefetch.distance,
                             prefetch.lead, prefetch.into_l2, prefetch.near,
                             prefetch.near_wide_only, prefetch.near_bag_ids, lines[t],
-                            prefetch.ids,
-                            prefetch.split_wide, w,
-                            mode == 1,
+                            prefetch.ids, prefetch.split_wide, w, mode == 1,
                             direct ? out_f + b0 * total_dim + col[t] : buf.data(),
                             direct ? total_dim : tab.dim};
       const int64_t r = kernel(run);

@@ -121,14 +121,13 @@ def test_split_calls_balance_their_threads():
 def test_prefetch_plans_do_not_change_results(lengths, dim, isa):
     """Every prefetch plan: near (into L1), far (into L2; with an L1 half `near` ids ahead, which
     beyond the far size rows of 3 lines and runs of small bags take: none, up to 3 ids a bag on
-    average, every run), mid (into L2 and, `near`
-    ids ahead, into L1 too: within, and beyond, the distance, then ignored); with a row's first line
-    prefetched `lead` rows before its others (rows of 3 lines: 128-wide int8, the only ones a
-    lead applies to), leads shorter than, equal to and beyond the distance (then ignored);
-    rows of 2 lines (64-wide int8) and rows shorter than a line (16-wide int8, 24 bytes: their
-    own short-row prefetch); one-id bags (the singles path) and bags of 0-8 ids with
-    weights: results equal the lookup with no prefetch at all, bit for bit, and FBGEMM's
-    operator."""
+    average, every run), mid (into L2 and, `near` ids ahead, into L1 too: within, and beyond,
+    the distance, then ignored); with a row's first line prefetched `lead` rows before its
+    others (rows of 3 lines: 128-wide int8, the only ones a lead applies to), leads shorter
+    than, equal to and beyond the distance (then ignored); rows of 2 lines (64-wide int8) and
+    rows shorter than a line (16-wide int8, 24 bytes: their own short-row prefetch); one-id bags
+    (the singles path) and bags of 0-8 ids with weights: results equal the lookup with no
+    prefetch at all, bit for bit, and FBGEMM's operator."""
     table, indices, offsets = _case(4000, dim, lengths, seed=11)
     weights = torch.rand(indices.numel(), generator=torch.Generator().manual_seed(2))
     packed = torch.ops.quantized.embedding_bag_byte_prepack(table)
