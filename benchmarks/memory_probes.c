@@ -10,8 +10,8 @@
  *    thread, every variant prefetching the row 24 ids ahead into L1 (our kernel's near plan):
  *      touch       one byte of each cache line of the row: memory only
  *      touch+nops  the touch, plus one NOP per vector instruction of a row's arithmetic (3
- *                  per 16 codes): as many to decode and retire, nothing to execute
- *      touch+hot   the touch, plus a row's arithmetic (widen, convert, FMA per 16 codes; the
+ *                  per vector of codes): as many to decode and retire, nothing to execute
+ *      touch+hot   the touch, plus a row's arithmetic (widen, convert, FMA per vector; the
  *                  bias summed) on one of 4 rows kept in L1: the same instructions, none
  *                  waiting on the row
  *      lookup      the arithmetic on the row's own bytes, bag sums stored: the lookup itself
@@ -27,7 +27,9 @@
  *       /tmp/memory_probes [--quick] [--dims D ...] [--json FILE]   (dims: 128 64 16)
  *
  * Prints a table; with --json writes the numbers there (written to FILE.tmp, then renamed).
- * Needs AVX-512 (AVX-512F/BW); exits with a message on a machine without it.
+ * The arithmetic is AVX-512 (F/BW) when the compiler targets it, else AVX2 with FMA (two 8-lane
+ * vectors per 16 codes, as both libraries' AVX2 kernels do); -march=native picks the host's. A
+ * binary run on a CPU without the ISA it was built for exits with a message.
  */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -37,6 +39,25 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+
+/* The arithmetic's vectors: kAccPer16 accumulators of kLanes floats per 16 codes. */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+typedef __m512 Acc;
+enum { kLanes = 16, kAccPer16 = 1 };
+static const char kIsa[] = "avx512";
+static int cpu_has_isa(void) {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 Acc;
+enum { kLanes = 8, kAccPer16 = 2 };
+static const char kIsa[] = "avx2";
+static int cpu_has_isa(void) {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#error "memory_probes needs AVX-512 (F/BW) or AVX2 with FMA: build it with -march=native"
+#endif
 
 enum { kBatch = 512, kPool = 20, kIds = kBatch * kPool, kAhead = 24, kMaxDim = 256 };
 
@@ -169,19 +190,29 @@ static inline __attribute__((always_inline)) long touch_row(const uint8_t* row,
   return sum;
 }
 
-/* A row's arithmetic, as FBGEMM's kernel and ours do it: acc += scale * codes, 16 codes per
- * vector (widen, convert, FMA), and the bias summed as a scalar, added once per bag. */
+/* A row's arithmetic, as FBGEMM's kernel and ours do it: acc += scale * codes, per 16 codes
+ * widen, convert, FMA (once with AVX-512, twice with AVX2), and the bias summed as a scalar,
+ * added once per bag. */
 static inline __attribute__((always_inline)) void row_arithmetic(const uint8_t* row,
-                                                                 const int vectors, __m512* acc,
+                                                                 const int vectors, Acc* acc,
                                                                  float* bias) {
   float scale_bias[2];
   memcpy(scale_bias, row + 16 * vectors, sizeof scale_bias);
-  const __m512 s = _mm512_set1_ps(scale_bias[0]);
   *bias += scale_bias[1];
 #pragma GCC unroll 16
   for (int k = 0; k < vectors; ++k) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    const __m512 s = _mm512_set1_ps(scale_bias[0]);
     const __m128i c = _mm_loadu_si128((const __m128i*)(row + 16 * k));
     acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s, acc[k]);
+#else
+    const __m256 s = _mm256_set1_ps(scale_bias[0]);
+    const __m128i lo = _mm_loadl_epi64((const __m128i*)(row + 16 * k));
+    const __m128i hi = _mm_loadl_epi64((const __m128i*)(row + 16 * k + 8));
+    acc[2 * k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), s, acc[2 * k]);
+    acc[2 * k + 1] =
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), s, acc[2 * k + 1]);
+#endif
   }
 }
 
@@ -200,10 +231,10 @@ static inline __attribute__((always_inline)) double batch(const uint8_t* table,
   const int64_t row_bytes = 16 * vectors + 8;
   long sum = 0;
   float bias = 0.0f;
-  __m512 acc[kMaxDim / 16];
+  Acc acc[kMaxDim / 16 * kAccPer16];
   for (int bag = 0; bag < kBatch; ++bag) {
-#pragma GCC unroll 16
-    for (int k = 0; k < vectors; ++k) acc[k] = _mm512_setzero_ps();
+#pragma GCC unroll 32
+    for (int k = 0; k < vectors * kAccPer16; ++k) acc[k] = (Acc){0};
     for (int j = 0; j < kPool; ++j) {
       const int64_t i = (int64_t)bag * kPool + j;
       prefetch_row(table + ids[i + kAhead] * row_bytes, row_bytes);
@@ -217,14 +248,18 @@ static inline __attribute__((always_inline)) double batch(const uint8_t* table,
          * allocated and retired, never executed (6-byte NOPs: the decoded-uop cache holds
          * them, as it holds the arithmetic). */
         if (v == kTouchNops) {
-          __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * vectors));
+          __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * kAccPer16 * vectors));
         }
       }
     }
-    const __m512 b = _mm512_set1_ps(bias);
-#pragma GCC unroll 16
-    for (int k = 0; k < vectors; ++k) {
-      _mm512_storeu_ps(out + (bag * vectors + k) * 16, _mm512_add_ps(acc[k], b));
+#pragma GCC unroll 32
+    for (int k = 0; k < vectors * kAccPer16; ++k) {
+      float* dst = out + (bag * vectors * kAccPer16 + k) * kLanes;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+      _mm512_storeu_ps(dst, _mm512_add_ps(acc[k], _mm512_set1_ps(bias)));
+#else
+      _mm256_storeu_ps(dst, _mm256_add_ps(acc[k], _mm256_set1_ps(bias)));
+#endif
     }
     bias = 0.0f;
   }
@@ -319,8 +354,9 @@ static void cpu_model(char* name, size_t size) {
 /* ---- report -------------------------------------------------------------------------------- */
 
 int main(int argc, char** argv) {
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) {
-    fprintf(stderr, "memory_probes: needs AVX-512 (F and BW); this CPU lacks it\n");
+  if (!cpu_has_isa()) {
+    fprintf(stderr, "memory_probes: built for %s, which this CPU lacks: rebuild it here with "
+            "-march=native\n", kIsa);
     return 2;
   }
   int quick = 0, dims[8] = {128, 64, 16}, n_dims = 3;
@@ -363,8 +399,8 @@ int main(int argc, char** argv) {
   const int64_t table_rows[] = {1000, 100000, 10000000};
   const int n_tables = quick ? 2 : 3, samples = quick ? 6 : 100;
   double cost[8][3][kVariants];
-  printf("\nint8 rows, batch %d x pooling %d, 1 thread, ns per id (median of %d samples)\n",
-         kBatch, kPool, samples);
+  printf("\nint8 rows, batch %d x pooling %d, 1 thread, %s arithmetic, ns per id (median of %d "
+         "samples)\n", kBatch, kPool, kIsa, samples);
   printf("%5s %9s %8s %11s %10s %8s %15s\n", "dim", "rows", "touch", "touch+nops", "touch+hot",
          "lookup", "lookup - touch");
   for (int d = 0; d < n_dims; ++d) {
@@ -412,7 +448,7 @@ int main(int argc, char** argv) {
     const time_t t = time(NULL);
     cpu_model(cpu, sizeof cpu);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
-    fprintf(f, "{\n  \"cpu\": \"%s\", \"date\": \"%s\",\n", cpu, date);
+    fprintf(f, "{\n  \"cpu\": \"%s\", \"date\": \"%s\", \"isa\": \"%s\",\n", cpu, date, kIsa);
     fprintf(f, "  \"load_latency_ns\": {");
     for (int i = 0; i < n_sizes; ++i) {
       fprintf(f, "%s\"%zu KiB\": %.1f", i ? ", " : "", kib[i], latency[i]);

@@ -18,10 +18,11 @@ from kernels import ops
 SOURCE = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_probes.c"
 
 
-# The kernels' own CPU detection (AVX-512 F/BW/VL and FMA) decides, not a second parser.
+# The kernels' own CPU detection decides, not a second parser: the probes' arithmetic is
+# AVX-512 (F/BW) or AVX2 with FMA, whichever the host's compiler targets with -march=native.
 pytestmark = pytest.mark.skipif(
-    shutil.which("cc") is None or ops.best_isa() != "avx512",
-    reason="needs a C compiler and AVX-512",
+    shutil.which("cc") is None or ops.best_isa() not in ("avx512", "avx2"),
+    reason="needs a C compiler and AVX2 or AVX-512",
 )
 
 
@@ -62,6 +63,7 @@ def test_quick_run_writes_every_measurement(probe: Path, tmp_path: Path) -> None
                          capture_output=True, text=True, check=True)  # fmt: skip
     data = json.loads(target.read_text())
     assert not (tmp_path / "probes.json.tmp").exists()  # written aside, then renamed
+    assert data["isa"] == ops.best_isa()  # -march=native: the widest arithmetic the host has
     latency = data["load_latency_ns"]
     assert list(latency) == ["32 KiB", "256 KiB", "1024 KiB", "2048 KiB", "4096 KiB", "8192 KiB"]
     assert all(math.isfinite(v) and v > 0 for v in latency.values())
@@ -80,3 +82,14 @@ def test_quick_run_writes_every_measurement(probe: Path, tmp_path: Path) -> None
     assert list(translation["4096_pages_over"]) == ["16 MiB", "64 MiB"]  # --quick: two spans
     values = [v for part in translation.values() for v in part.values()]
     assert all(math.isfinite(v) and v > 0 for v in values)
+
+
+@pytest.mark.skipif(ops.best_isa() != "avx2", reason="needs a host without AVX-512")
+def test_a_build_for_a_wider_isa_refuses_to_run_and_says_why(tmp_path: Path) -> None:
+    exe = tmp_path / "memory_probes_avx512"
+    subprocess.run(["cc", "-O2", "-mavx512f", "-mavx512bw", "-mfma", str(SOURCE), "-o", str(exe)],
+                   check=True)  # fmt: skip
+    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "built for avx512, which this CPU lacks" in run.stderr
+    assert run.stdout == ""  # refused before measuring anything
