@@ -41,6 +41,8 @@
 #include <time.h>
 
 /* The arithmetic's vectors: kAccPer16 accumulators of kLanes floats per 16 codes. */
+/* acc_codes16 adds scale * 16 codes into the kAccPer16 accumulators at acc; store_acc writes an
+ * accumulator plus the bag's bias to kLanes floats. */
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 typedef __m512 Acc;
 enum { kLanes = 16, kAccPer16 = 1 };
@@ -48,12 +50,34 @@ static const char kIsa[] = "avx512";
 static int cpu_has_isa(void) {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 }
+static inline __attribute__((always_inline)) void acc_codes16(Acc* acc, const uint8_t* codes,
+                                                              const float scale) {
+  const __m128i c = _mm_loadu_si128((const __m128i*)codes);
+  acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), _mm512_set1_ps(scale),
+                           acc[0]);
+}
+static inline __attribute__((always_inline)) void store_acc(float* dst, const Acc a,
+                                                            const float bias) {
+  _mm512_storeu_ps(dst, _mm512_add_ps(a, _mm512_set1_ps(bias)));
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 typedef __m256 Acc;
 enum { kLanes = 8, kAccPer16 = 2 };
 static const char kIsa[] = "avx2";
 static int cpu_has_isa(void) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static inline __attribute__((always_inline)) void acc_codes16(Acc* acc, const uint8_t* codes,
+                                                              const float scale) {
+  const __m256 s = _mm256_set1_ps(scale);
+  for (int h = 0; h < 2; ++h) {
+    const __m128i c = _mm_loadl_epi64((const __m128i*)(codes + 8 * h));
+    acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), s, acc[h]);
+  }
+}
+static inline __attribute__((always_inline)) void store_acc(float* dst, const Acc a,
+                                                            const float bias) {
+  _mm256_storeu_ps(dst, _mm256_add_ps(a, _mm256_set1_ps(bias)));
 }
 #else
 #error "memory_probes needs AVX-512 (F/BW) or AVX2 with FMA: build it with -march=native"
@@ -200,20 +224,7 @@ static inline __attribute__((always_inline)) void row_arithmetic(const uint8_t* 
   memcpy(scale_bias, row + 16 * vectors, sizeof scale_bias);
   *bias += scale_bias[1];
 #pragma GCC unroll 16
-  for (int k = 0; k < vectors; ++k) {
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-    const __m512 s = _mm512_set1_ps(scale_bias[0]);
-    const __m128i c = _mm_loadu_si128((const __m128i*)(row + 16 * k));
-    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s, acc[k]);
-#else
-    const __m256 s = _mm256_set1_ps(scale_bias[0]);
-    const __m128i lo = _mm_loadl_epi64((const __m128i*)(row + 16 * k));
-    const __m128i hi = _mm_loadl_epi64((const __m128i*)(row + 16 * k + 8));
-    acc[2 * k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), s, acc[2 * k]);
-    acc[2 * k + 1] =
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), s, acc[2 * k + 1]);
-#endif
-  }
+  for (int k = 0; k < vectors; ++k) acc_codes16(acc + k * kAccPer16, row + 16 * k, scale_bias[0]);
 }
 
 typedef enum { kTouch, kTouchNops, kTouchHot, kLookup, kVariants } Variant;
@@ -248,18 +259,14 @@ static inline __attribute__((always_inline)) double batch(const uint8_t* table,
          * allocated and retired, never executed (6-byte NOPs: the decoded-uop cache holds
          * them, as it holds the arithmetic). */
         if (v == kTouchNops) {
-          __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr" ::"i"(3 * kAccPer16 * vectors));
+          __asm__ volatile(".rept %c0\n nopw 0(%%rax,%%rax,1)\n .endr"
+                           ::"i"(3 * kAccPer16 * vectors));
         }
       }
     }
 #pragma GCC unroll 32
     for (int k = 0; k < vectors * kAccPer16; ++k) {
-      float* dst = out + (bag * vectors * kAccPer16 + k) * kLanes;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-      _mm512_storeu_ps(dst, _mm512_add_ps(acc[k], _mm512_set1_ps(bias)));
-#else
-      _mm256_storeu_ps(dst, _mm256_add_ps(acc[k], _mm256_set1_ps(bias)));
-#endif
+      store_acc(out + (bag * vectors * kAccPer16 + k) * kLanes, acc[k], bias);
     }
     bias = 0.0f;
   }
